@@ -1,0 +1,261 @@
+"""Checkpoint references -> TransformerBridge.
+
+A reference is one of
+- `zoo:NAME`: a model of the in-house zoo, built into its cache on first use;
+- a local directory in Hugging Face format (config.json, safetensors weights, tokenizer files);
+- a Hugging Face Hub id (`gpt2`, `lvwerra/gpt2-imdb`), read from the local Hub cache, and downloaded
+  only where the Hub is reachable.
+
+Everything ends in the same code path: a validated local directory booted with
+`TransformerBridge.boot_transformers`. Pickle weights are refused unless `allow_pickle=True`.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import socket
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lib.errors import CheckpointError, CheckpointUnavailable, PickleRefused
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt"]
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint resolved to a local directory, with what provenance needs to know of it."""
+
+    ref: str
+    path: Path
+    source: str  # "zoo" | "local" | "hub"
+    weight_files: list[Path] = field(default_factory=list)
+
+    @functools.cached_property
+    def weights_sha256(self) -> str:
+        h = hashlib.sha256()
+        for f in self.weight_files:
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+
+
+def resolve(ref: str | os.PathLike, *, allow_pickle: bool = False) -> Checkpoint:
+    """Turn a reference into a validated local checkpoint directory."""
+    ref = str(ref)
+    if ref.startswith("zoo:"):
+        from fixtures import zoo
+
+        name = ref[4:]
+        try:
+            path = zoo.build(name)
+        except KeyError as e:
+            raise CheckpointError(str(e.args[0])) from None
+        return _validated(ref, path, "zoo", allow_pickle)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return _validated(ref, path, "local", allow_pickle)
+    looks_like_path = ref.startswith((".", "/", "~")) or os.sep in ref.rstrip(os.sep) and not HUB_ID.match(ref)
+    if looks_like_path or path.exists() or not HUB_ID.match(ref):
+        what = "is a file, not a directory" if path.is_file() else "does not exist"
+        raise CheckpointError(
+            f"checkpoint {ref!r} {what}: pass a directory holding config.json, the weights and the "
+            f"tokenizer, as written by model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
+        )
+    return _validated(ref, _hub_snapshot(ref), "hub", allow_pickle)
+
+
+def hub_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(home) / "hub"
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache = hub_cache_dir()
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        pass
+    if not hub_reachable():
+        raise CheckpointUnavailable(
+            f"{repo_id} is not in the local Hub cache ({cache}) and the Hugging Face Hub is out of "
+            f"reach; copy it into that cache (or set HF_HOME), or pass a local copy with --checkpoint DIR"
+        )
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=HUB_PATTERNS))
+    except Exception as e:  # network errors come in many types; the message is what matters
+        raise CheckpointUnavailable(f"{repo_id} could not be downloaded from the Hub: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _validated(ref: str, path: Path, source: str, allow_pickle: bool) -> Checkpoint:
+    config = path / "config.json"
+    if not config.is_file():
+        raise CheckpointError(
+            f"{path} has no config.json, so it is not a Hugging Face checkpoint; write one with "
+            f"model.save_pretrained({str(path)!r})"
+        )
+    try:
+        json.loads(config.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{config} is not valid JSON ({e}); re-save the model with save_pretrained") from None
+    weights = _safetensors_files(path)
+    if not weights:
+        pickles = [path / f for f in PICKLE_WEIGHTS if (path / f).exists()]
+        if not pickles:
+            raise CheckpointError(
+                f"{path} holds no weights (no model.safetensors, no sharded safetensors index); "
+                f"save them with model.save_pretrained({str(path)!r})"
+            )
+        if not allow_pickle:
+            raise PickleRefused(
+                f"{path} holds only pickle-format weights ({pickles[0].name}); unpickling can run "
+                f"arbitrary code, so it is refused. Convert them to safetensors "
+                f"(model.save_pretrained(DIR, safe_serialization=True)), or pass --allow-pickle if "
+                f"you trust where they came from"
+            )
+        weights = pickles
+    else:
+        for f in weights:
+            check_safetensors(f)
+    if not any((path / f).exists() for f in TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer beside "
+            f"the weights with tokenizer.save_pretrained({str(path)!r})"
+        )
+    return Checkpoint(ref=ref, path=path, source=source, weight_files=weights)
+
+
+def _safetensors_files(path: Path) -> list[Path]:
+    single = path / "model.safetensors"
+    if single.exists():
+        return [single]
+    index = path / "model.safetensors.index.json"
+    if not index.exists():
+        return []
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{index} is not a valid safetensors index ({e!r}); re-save the model") from None
+    missing = [s for s in shards if not (path / s).exists()]
+    if missing:
+        raise CheckpointError(f"{index} names shards that are missing: {', '.join(missing)}")
+    return [path / s for s in shards]
+
+
+def check_safetensors(file: Path) -> None:
+    """Raise CheckpointError if `file` is not a whole safetensors file (truncated, corrupt header)."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{file} is truncated: {size} bytes, too short for a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise CheckpointError(
+                f"{file} is truncated or corrupt: its header claims {n} bytes but the file has {size}"
+            )
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{file} is corrupt: its header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{file} is corrupt: its header is not a JSON object")
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and "data_offsets" in t]
+    expected = 8 + n + max(ends, default=0)
+    if size < expected:
+        raise CheckpointError(
+            f"{file} is truncated: its header declares {expected} bytes of data, the file has {size}; "
+            f"copy or download it again"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Booting
+
+
+def load_model(
+    ref: str | os.PathLike | Checkpoint,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    allow_pickle: bool = False,
+    compatibility_mode: bool = False,
+    prepend_bos: bool | None = None,
+):
+    """A TransformerBridge (eval mode) for `ref`; `bridge.checkpoint` is the resolved Checkpoint.
+
+    `compatibility_mode=True` folds LayerNorm and centres weights as HookedTransformer did (exact
+    direct logit attribution); it is irreversible, so it is a load-time choice. `prepend_bos=None`
+    prepends BOS where the tokenizer defines one and the architecture's adapter does so.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    ckpt = ref if isinstance(ref, Checkpoint) else resolve(ref, allow_pickle=allow_pickle)
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise CheckpointError(f"device {device!r} was asked for but no CUDA device is available; use --device cpu")
+    try:
+        bridge = TransformerBridge.boot_transformers(str(ckpt.path), device=device, dtype=dtype)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{ckpt.path} could not be loaded: {type(e).__name__}: {e}") from None
+    tok = bridge.tokenizer
+    if tok is None or len(tok) == 0:
+        raise CheckpointError(f"{ckpt.path}: the tokenizer loaded empty; save it with tokenizer.save_pretrained(DIR)")
+    # The bridge stands in EOS for a missing BOS; a vocabulary without BOS gets no BOS prepended.
+    if prepend_bos is not None:
+        bridge.cfg.default_prepend_bos = prepend_bos
+    elif saved_bos_token(ckpt.path) is None:
+        bridge.cfg.default_prepend_bos = False
+    if compatibility_mode:
+        bridge.enable_compatibility_mode()
+    bridge.eval()
+    bridge.checkpoint = ckpt
+    return bridge
+
+
+def saved_bos_token(path: Path) -> str | None:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path)).bos_token
+
+
+def tokenizer_info(bridge) -> dict:
+    tok = bridge.tokenizer
+    return {
+        "prepend_bos": bool(bridge.cfg.default_prepend_bos),
+        "bos_token": tok.bos_token,
+        "vocab_size": len(tok),
+    }
