@@ -60,11 +60,13 @@ def resolve(ref: str | os.PathLike, *, allow_pickle: bool = False) -> Checkpoint
     if ref.startswith("zoo:"):
         from fixtures import zoo
 
-        name = ref[4:]
+        name, _, sub = ref[4:].partition("/")  # zoo:NAME or zoo:NAME/SUBDIR (a saved training step)
         try:
-            path = zoo.build(name)
+            path = zoo.build(name) / sub if sub else zoo.build(name)
         except KeyError as e:
             raise CheckpointError(str(e.args[0])) from None
+        if not path.is_dir():
+            raise CheckpointError(f"zoo model {name} has no {sub!r}; it has: {', '.join(sorted(p.name for p in path.parent.iterdir() if p.is_dir()))}")
         return _validated(ref, path, "zoo", allow_pickle)
     path = Path(ref).expanduser()
     if path.is_dir():
