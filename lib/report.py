@@ -1,0 +1,193 @@
+"""The claim report: claims.json, claims.md and a self-contained claims.html, written atomically.
+
+Every file is first written beside its destination and then renamed over it, figures first and the
+three report files last, so a run that is interrupted leaves the previous report whole.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import html
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lib.records import ClaimRecord
+from lib.versions import library_versions
+
+VERDICT_ORDER = {"refuted": 0, "holds": 1, "expected-refuted": 2, "not-run": 3}
+VERDICT_COLOUR = {"holds": "#1a7f37", "refuted": "#cf222e", "expected-refuted": "#9a6700", "not-run": "#6e7781"}
+
+
+def provenance(checkpoints: dict[str, dict], repo: Path | None = None, **extra) -> dict:
+    """Library versions, git commit, the checkpoints' weight hashes and tokenizer settings."""
+    return {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git(repo, "rev-parse", "HEAD"),
+        "git_dirty": bool(_git(repo, "status", "--porcelain", "--untracked-files=no")),
+        "versions": library_versions(),
+        "command": " ".join(sys.argv),
+        "checkpoints": checkpoints,
+        **extra,
+    }
+
+
+def _git(repo: Path | None, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def write_report(records: list[ClaimRecord], prov: dict, out_dir: Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    figures_dir = out_dir / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    records = sorted(records, key=lambda r: (r.claim, r.subject))
+    figure_paths: dict[int, Path] = {}
+    for r in records:
+        for f in r.figures:
+            path = figures_dir / f"{hashlib.sha256(f.png).hexdigest()[:16]}.png"
+            if not path.exists():
+                _atomic_write(path, f.png)
+            figure_paths[id(f)] = path
+    doc = {"provenance": prov, "results": [r.as_json() for r in records]}
+    outputs = {
+        "claims.json": json.dumps(doc, indent=2, default=str).encode(),
+        "claims.md": _markdown(records, prov, figure_paths, out_dir).encode(),
+        "claims.html": _html(records, prov).encode(),
+    }
+    staged = {name: _stage(out_dir / name, data) for name, data in outputs.items()}
+    for name, tmp in staged.items():
+        os.replace(tmp, out_dir / name)
+    _prune(figures_dir, set(figure_paths.values()))
+    return {name: out_dir / name for name in outputs}
+
+
+def _stage(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    os.replace(_stage(path, data), path)
+
+
+def _prune(figures_dir: Path, keep: set[Path]) -> None:
+    for p in figures_dir.glob("*.png"):
+        if p not in keep:
+            p.unlink(missing_ok=True)
+
+
+def counts(records: list[ClaimRecord]) -> dict[str, int]:
+    out = {v: 0 for v in VERDICT_ORDER}
+    for r in records:
+        out[r.verdict] = out.get(r.verdict, 0) + 1
+    return out
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        inner = ", ".join(_fmt(x) for x in v[:6])
+        return f"[{inner}{', ...' if len(v) > 6 else ''}]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in list(v.items())[:6]) + "}"
+    return str(v)
+
+
+def _kv(d: dict) -> str:
+    return "; ".join(f"{k} = {_fmt(v)}" for k, v in d.items()) or "—"
+
+
+def _provenance_lines(prov: dict) -> list[str]:
+    versions = ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items())
+    lines = [
+        f"- created: {prov.get('created')}",
+        f"- git commit: {prov.get('git_commit')}{' (uncommitted changes)' if prov.get('git_dirty') else ''}",
+        f"- versions: {versions}",
+    ]
+    for ref, c in prov.get("checkpoints", {}).items():
+        lines.append(
+            f"- checkpoint `{ref}`: sha256 {str(c.get('weights_sha256'))[:16]}…, "
+            f"prepend_bos={c.get('prepend_bos')}, bos_token={c.get('bos_token')!r}"
+        )
+    return lines
+
+
+def _markdown(records: list[ClaimRecord], prov: dict, figure_paths: dict, out_dir: Path) -> str:
+    c = counts(records)
+    lines = [
+        "# Claim report",
+        "",
+        " · ".join(f"{n} {v}" for v, n in c.items()),
+        "",
+        "| claim | subject | verdict | measured | threshold | published | reason |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        cells = [r.claim, r.subject, f"**{r.verdict}**", _kv(r.measured), _kv(r.threshold), _kv(r.published), r.reason]
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ") for x in cells) + " |")
+    lines += ["", "## Provenance", "", *_provenance_lines(prov), ""]
+    figured = [r for r in records if r.figures]
+    if figured:
+        lines += ["## Figures", ""]
+        for r in figured:
+            lines.append(f"### {r.claim} on {r.subject}")
+            for f in r.figures:
+                rel = figure_paths[id(f)].relative_to(out_dir)
+                lines.append(f"![{f.title}]({rel.as_posix()})")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _html(records: list[ClaimRecord], prov: dict) -> str:
+    e = html.escape
+    c = counts(records)
+    rows = []
+    for r in records:
+        colour = VERDICT_COLOUR.get(r.verdict, "#000")
+        figs = "".join(
+            f'<figure><img alt="{e(f.title)}" src="data:image/png;base64,{base64.b64encode(f.png).decode()}">'
+            f"<figcaption>{e(f.title)}</figcaption></figure>"
+            for f in r.figures
+        )
+        rows.append(
+            f"<tr><td><b>{e(r.claim)}</b><br><small>{e(r.statement)}</small></td><td>{e(r.subject)}</td>"
+            f'<td style="color:{colour}"><b>{e(r.verdict)}</b></td><td>{e(_kv(r.measured))}</td>'
+            f"<td>{e(_kv(r.threshold))}</td><td>{e(_kv(r.published))}</td><td>{e(r.reason)}</td></tr>"
+            + (f'<tr><td colspan="7" class="figs">{figs}</td></tr>' if figs else "")
+        )
+    prov_items = "".join(f"<li>{e(line[2:])}</li>" for line in _provenance_lines(prov))
+    summary = " · ".join(
+        f'<span style="color:{VERDICT_COLOUR[v]}">{n} {e(v)}</span>' for v, n in c.items()
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Claim report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #1f2328; }}
+table {{ border-collapse: collapse; width: 100%; }}
+td, th {{ border-bottom: 1px solid #d0d7de; padding: 6px 8px; vertical-align: top; text-align: left; font-size: 14px; }}
+th {{ background: #f6f8fa; }}
+small {{ color: #57606a; }}
+td.figs figure {{ display: inline-block; margin: 4px 12px 4px 0; }}
+td.figs img {{ max-width: 520px; }}
+figcaption {{ font-size: 12px; color: #57606a; }}
+</style></head><body>
+<h1>Claim report</h1>
+<p>{summary}</p>
+<table><tr><th>claim</th><th>subject</th><th>verdict</th><th>measured</th><th>threshold</th><th>published</th><th>reason</th></tr>
+{''.join(rows)}
+</table>
+<h2>Provenance</h2><ul>{prov_items}</ul>
+</body></html>
+"""
