@@ -1,2 +1,3 @@
-"""The claims plugin (subjects, records, report) and the model fixtures, for every test in the suite."""
-pytest_plugins = ["fixtures.models", "fixtures.plugin"]
+"""The suite's pytest plugins are loaded by pytest.ini (`-p fixtures.models -p fixtures.plugin`), so
+that their command-line options (--subject, --checkpoint, --subject-file, --report-dir, --origin,
+--allow-pickle, --device) are known however pytest is invoked; see fixtures/plugin.py."""

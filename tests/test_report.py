@@ -1,0 +1,180 @@
+"""The claims plugin end to end (ad-hoc subjects, verdicts, skips) and the atomic report writer."""
+import json
+import os
+
+import pytest
+import transformer_lens.model_bridge  # noqa: F401  imported once: pytester's in-process runs re-import new modules
+
+from lib import report as report_mod
+from lib.records import ClaimRecord
+from tests.conftest import copy_checkpoint
+
+CLAIM_TESTS = '''
+import pytest
+
+@pytest.mark.seed002
+@pytest.mark.IND_04
+def test_layers(subject, params, model, record):
+    record.expect("n_layers", model.cfg.n_layers, ">=", params["min_layers"])
+
+@pytest.mark.seed000
+@pytest.mark.RLHF_01
+def test_pair(subject, params, base_model, tuned_model, record):
+    record.measure(d_model=base_model.cfg.d_model)
+    record.expect("same_width", base_model.cfg.d_model == tuned_model.cfg.d_model, "==", True)
+'''
+
+SUBJECTS = '''
+[subjects.deep-enough]
+checkpoints = {{ model = "{ckpt}" }}
+[subjects.deep-enough.claims.IND-04]
+min_layers = 2
+published = {{ n_layers = 12 }}
+
+[subjects.too-shallow]
+checkpoints = {{ model = "{ckpt}" }}
+[subjects.too-shallow.claims.IND-04]
+min_layers = 5
+
+[subjects.known-shallow]
+checkpoints = {{ model = "{ckpt}" }}
+[subjects.known-shallow.claims.IND-04]
+min_layers = 5
+expect = "refuted"
+reason = "a three-layer model"
+
+[subjects.offline-pair]
+origin = "hub"
+checkpoints = {{ base = "nobody/base-model", tuned = "nobody/tuned-model" }}
+[subjects.offline-pair.claims.RLHF-01]
+'''
+
+
+@pytest.fixture
+def claims_project(pytester, tmp_path, monkeypatch):
+    from lib import loading
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loading.hub_reachable.cache_clear()
+    ckpt = copy_checkpoint("tiny-gpt2", tmp_path / "ckpt")
+    pytester.makeconftest('pytest_plugins = ["fixtures.models", "fixtures.plugin"]')
+    pytester.makepyfile(test_claims=CLAIM_TESTS)
+    pytester.makefile(".toml", subjects=SUBJECTS.format(ckpt=ckpt))
+    yield pytester, ckpt
+    loading.hub_reachable.cache_clear()
+
+
+def run(pytester, *args):
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", "--report-dir", str(pytester.path / "out"), *args)
+
+
+def test_verdicts_skips_and_report(claims_project):
+    pytester, ckpt = claims_project
+    result = run(pytester, "--subject-file", "subjects.toml")
+    result.assert_outcomes(passed=1, failed=1, xfailed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*too-shallow: n_layers = 3, the claim needs >= 5*"])
+    doc = json.loads((pytester.path / "out" / "claims.json").read_text())
+    rows = {(r["claim"], r["subject"]): r for r in doc["results"]}
+    assert rows[("IND-04", "deep-enough")]["verdict"] == "holds"
+    assert rows[("IND-04", "deep-enough")]["measured"] == {"n_layers": 3}
+    assert rows[("IND-04", "deep-enough")]["threshold"] == {"n_layers": ">= 2"}
+    assert rows[("IND-04", "deep-enough")]["published"] == {"n_layers": 12}
+    assert rows[("IND-04", "too-shallow")]["verdict"] == "refuted"
+    assert "n_layers = 3" in rows[("IND-04", "too-shallow")]["reason"]
+    known = rows[("IND-04", "known-shallow")]
+    assert known["verdict"] == "expected-refuted" and "a three-layer model" in known["reason"]
+    assert "n_layers = 3" in known["reason"]
+    offline = rows[("RLHF-01", "offline-pair")]
+    assert offline["verdict"] == "not-run"
+    assert "nobody/base-model" in offline["reason"] and "\n" not in offline["reason"]
+    prov = doc["provenance"]
+    assert set(prov["versions"]) >= {"torch", "transformers", "transformer-lens", "trl"}
+    (entry,) = prov["checkpoints"].values()
+    assert len(entry["weights_sha256"]) == 64 and entry["prepend_bos"] is True
+    assert "git_commit" in prov
+    for name in ("claims.md", "claims.html"):
+        assert "deep-enough" in (pytester.path / "out" / name).read_text()
+
+
+def test_adhoc_checkpoint_overrides_the_file(claims_project):
+    pytester, ckpt = claims_project
+    pytester.makefile(".toml", one="[subjects.mine.claims.IND-04]\nmin_layers = 1\n")
+    result = run(pytester, "--checkpoint", str(ckpt), "--subject-file", "one.toml", "-m", "IND_04")
+    result.assert_outcomes(passed=1, deselected=1)
+
+
+def test_markers_select_claims(claims_project):
+    pytester, _ = claims_project
+    result = run(pytester, "--subject-file", "subjects.toml", "-m", "seed000")
+    result.assert_outcomes(skipped=1, deselected=3)
+
+
+def test_checkpoint_without_subject_file_is_a_usage_error(claims_project):
+    pytester, ckpt = claims_project
+    result = run(pytester, str(pytester.path), "--checkpoint", str(ckpt))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--checkpoint needs --subject-file*"])
+
+
+def test_corrupt_checkpoint_fails_with_one_line(claims_project):
+    pytester, ckpt = claims_project
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = run(pytester, "--subject-file", "subjects.toml", "-m", "IND_04", "-k", "deep")
+    result.assert_outcomes(errors=1, deselected=3)
+    result.stdout.fnmatch_lines(["*model.safetensors is truncated*"])
+
+
+def _records(n: int = 2) -> list[ClaimRecord]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = []
+    for i in range(n):
+        r = ClaimRecord(claim="IND-04", subject=f"s{i}", verdict="holds")
+        r.measure(x=float(i))
+        fig, ax = plt.subplots()
+        ax.plot([0, i])
+        r.figure(f"figure {i}", fig)
+        recs.append(r)
+    return recs
+
+
+def test_report_embeds_figures_and_links_them(tmp_path):
+    paths = report_mod.write_report(_records(), {"versions": {}, "checkpoints": {}}, tmp_path)
+    html = paths["claims.html"].read_text()
+    assert html.count("data:image/png;base64,") == 2
+    md = paths["claims.md"].read_text()
+    assert md.count("](figures/") == 2
+    assert len(list((tmp_path / "figures").glob("*.png"))) == 2
+
+
+def test_interrupted_write_leaves_the_previous_report_whole(tmp_path, monkeypatch):
+    report_mod.write_report(_records(1), {"run": "first"}, tmp_path)
+    before = {n: (tmp_path / n).read_bytes() for n in ("claims.json", "claims.md", "claims.html")}
+    real_replace = os.replace
+
+    def crash_on_report_files(src, dst):
+        if str(dst).endswith(("claims.json", "claims.md", "claims.html")):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(report_mod.os, "replace", crash_on_report_files)
+    with pytest.raises(KeyboardInterrupt):
+        report_mod.write_report(_records(2), {"run": "second"}, tmp_path)
+    after = {n: (tmp_path / n).read_bytes() for n in before}
+    assert after == before
+    assert json.loads(after["claims.json"])["provenance"] == {"run": "first"}
+
+
+def test_expect_puts_value_and_threshold_in_the_message():
+    r = ClaimRecord(claim="RLHF-01", subject="pair")
+    r.expect("tuned_logit_diff", 2.5, ">", 1.0)
+    with pytest.raises(AssertionError, match=r"RLHF-01 on pair: base_logit_diff = -3, the claim needs > -1"):
+        r.expect("base_logit_diff", -3.0, ">", -1.0)
+    assert r.threshold == {"tuned_logit_diff": "> 1", "base_logit_diff": "> -1"}
+    with pytest.raises(AssertionError):
+        r.expect("nan", float("nan"), "!=", 0.0)
