@@ -105,8 +105,8 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _kv(d: dict) -> str:
-    return "; ".join(f"{k} = {_fmt(v)}" for k, v in d.items()) or "—"
+def _kv(d: dict, sep: str = " = ") -> str:
+    return "; ".join(f"{k}{sep}{_fmt(v)}" for k, v in d.items()) or "—"
 
 
 def _provenance_lines(prov: dict) -> list[str]:
@@ -135,7 +135,7 @@ def _markdown(records: list[ClaimRecord], prov: dict, figure_paths: dict, out_di
         "|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        cells = [r.claim, r.subject, f"**{r.verdict}**", _kv(r.measured), _kv(r.threshold), _kv(r.published), r.reason]
+        cells = [r.claim, r.subject, f"**{r.verdict}**", _kv(r.measured), _kv(r.threshold, " "), _kv(r.published), r.reason]
         lines.append("| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ") for x in cells) + " |")
     lines += ["", "## Provenance", "", *_provenance_lines(prov), ""]
     figured = [r for r in records if r.figures]
@@ -164,7 +164,7 @@ def _html(records: list[ClaimRecord], prov: dict) -> str:
         rows.append(
             f"<tr><td><b>{e(r.claim)}</b><br><small>{e(r.statement)}</small></td><td>{e(r.subject)}</td>"
             f'<td style="color:{colour}"><b>{e(r.verdict)}</b></td><td>{e(_kv(r.measured))}</td>'
-            f"<td>{e(_kv(r.threshold))}</td><td>{e(_kv(r.published))}</td><td>{e(r.reason)}</td></tr>"
+            f"<td>{e(_kv(r.threshold, " "))}</td><td>{e(_kv(r.published))}</td><td>{e(r.reason)}</td></tr>"
             + (f'<tr><td colspan="7" class="figs">{figs}</td></tr>' if figs else "")
         )
     prov_items = "".join(f"<li>{e(line[2:])}</li>" for line in _provenance_lines(prov))
