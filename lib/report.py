@@ -164,7 +164,7 @@ def _html(records: list[ClaimRecord], prov: dict) -> str:
         rows.append(
             f"<tr><td><b>{e(r.claim)}</b><br><small>{e(r.statement)}</small></td><td>{e(r.subject)}</td>"
             f'<td style="color:{colour}"><b>{e(r.verdict)}</b></td><td>{e(_kv(r.measured))}</td>'
-            f"<td>{e(_kv(r.threshold, " "))}</td><td>{e(_kv(r.published))}</td><td>{e(r.reason)}</td></tr>"
+            f"<td>{e(_kv(r.threshold, sep=' '))}</td><td>{e(_kv(r.published))}</td><td>{e(r.reason)}</td></tr>"
             + (f'<tr><td colspan="7" class="figs">{figs}</td></tr>' if figs else "")
         )
     prov_items = "".join(f"<li>{e(line[2:])}</li>" for line in _provenance_lines(prov))

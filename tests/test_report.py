@@ -178,3 +178,16 @@ def test_expect_puts_value_and_threshold_in_the_message():
     assert r.threshold == {"tuned_logit_diff": "> 1", "base_logit_diff": "> -1"}
     with pytest.raises(AssertionError):
         r.expect("nan", float("nan"), "!=", 0.0)
+
+
+def test_hub_subject_runs_from_a_local_hub_cache(claims_project, tmp_path):
+    pytester, ckpt = claims_project
+    from tests.conftest import hub_layout
+
+    hub_layout(ckpt, tmp_path / "empty_hf_home", "someone/tiny-gpt2")
+    pytester.makefile(".toml", hub='[subjects.cached]\norigin = "hub"\ncheckpoints = { model = "someone/tiny-gpt2" }\n'
+                                   '[subjects.cached.claims.IND-04]\nmin_layers = 1\n')
+    result = run(pytester, "--subject-file", "hub.toml", "-m", "IND_04")
+    result.assert_outcomes(passed=1, deselected=1)
+    doc = json.loads((pytester.path / "out" / "claims.json").read_text())
+    assert doc["provenance"]["checkpoints"]["someone/tiny-gpt2"]["source"] == "hub"
