@@ -30,3 +30,7 @@ class HookNameError(SuiteError, KeyError):
 
 class ShapeMismatch(SuiteError):
     """Two models that must share a shape (cross-model patching) do not."""
+
+
+class HookNotFired(SuiteError):
+    """A patch or hook was asked for at a hook point that never ran, so it would have been a silent no-op."""

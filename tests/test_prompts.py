@@ -1,0 +1,64 @@
+"""Tokenisation helpers: single-token answers, clean and corrupted prompts of the same length."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lib.errors import PromptError
+from lib.loading import load_model
+from lib.prompts import answer_token, answer_tokens, differing_positions, paired_tokens, str_tokens, to_tokens
+
+
+@pytest.fixture(scope="module", params=["zoo:tiny-gpt2", "zoo:tiny-neox"])
+def model(request):
+    return load_model(request.param)
+
+
+def test_answer_token(model):
+    assert str_tokens(model, [answer_token(model, " Hart")]) == ["Hart"]
+
+
+def test_answer_of_two_tokens_names_them(model):
+    with pytest.raises(PromptError, match=r"2 tokens.*'Alex', 'Hart'"):
+        answer_token(model, " Alex Hart")
+
+
+def test_answer_outside_vocabulary(model):
+    with pytest.raises(PromptError, match="not in the vocabulary"):
+        answer_token(model, " Zanzibar")
+
+
+def test_answer_tokens_shapes(model):
+    one = answer_tokens(model, (" bad", " good"))
+    assert one.shape == (1, 2)
+    many = answer_tokens(model, [(" Hart", " Carroll"), (" Smith", " Jones")])
+    assert many.shape == (2, 2)
+
+
+def test_paired_tokens(model):
+    clean, corrupted = paired_tokens(model, "Her name was Alex Hart", "Her name was Alex Carroll")
+    assert clean.shape == corrupted.shape
+    bos = int(model.cfg.default_prepend_bos)
+    assert differing_positions(clean, corrupted) == [4 + bos]
+
+
+def test_lengths_differ_shows_both_tokenisations(model):
+    with pytest.raises(PromptError) as info:
+        paired_tokens(model, "Her name was Alex Hart", "Her name was Sarah Jones Carroll")
+    message = str(info.value)
+    assert "'Hart'" in message and "'Jones', 'Carroll'" in message and "different lengths" in message
+
+
+def test_batch_sizes_must_pair(model):
+    with pytest.raises(PromptError, match="pair them"):
+        paired_tokens(model, ["Her name was Alex", "His name was John"], ["Her name was Sarah"])
+
+
+def test_list_of_prompts_of_unequal_length(model):
+    with pytest.raises(PromptError, match="different lengths"):
+        to_tokens(model, ["Her name was Alex", "His name was"])
+
+
+def test_tokens_pass_through(model):
+    t = torch.tensor([5, 6, 7])
+    assert to_tokens(model, t).shape == (1, 3)
