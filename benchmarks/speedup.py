@@ -19,6 +19,10 @@ def times(path: Path) -> dict[tuple[str, str], tuple[float, dict]]:
     return out
 
 
+def _diff(info: dict) -> str:
+    return f"; max |difference| {info['max_abs_diff']:.1e}" if "max_abs_diff" in info else ""
+
+
 def main(argv: list[str]) -> int:
     path = Path(argv[1] if len(argv) > 1 else ".benchmarks/latest.json")
     found = times(path)
@@ -30,12 +34,18 @@ def main(argv: list[str]) -> int:
         ref, info = found[(sweep, "transformer_lens")]
         scale = float(info.get("scale", 1.0))
         ref_total = ref * scale
-        ours, _ = found[(sweep, "lib")]
+        ours, our_info = found[(sweep, "lib")]
         note = f" ({info['cells']} cells timed, scaled by {scale:g})" if scale != 1.0 else ""
-        print(f"{sweep}: transformer_lens.patching {ref_total:.2f} s{note}; lib.patching {ours:.2f} s; speedup {ref_total / ours:.1f}x")
+        print(
+            f"{sweep}: transformer_lens.patching {ref_total:.2f} s{note}; lib.patching {ours:.2f} s; "
+            f"speedup {ref_total / ours:.1f}x{_diff(our_info)}"
+        )
         if (sweep, "lib-every-patch-run") in found:
-            every, _ = found[(sweep, "lib-every-patch-run")]
-            print(f"{sweep}: lib.patching with every patch run (skip_identical=False) {every:.2f} s; speedup {ref_total / every:.1f}x")
+            every, every_info = found[(sweep, "lib-every-patch-run")]
+            print(
+                f"{sweep}: lib.patching with every patch run (skip_identical=False) {every:.2f} s; "
+                f"speedup {ref_total / every:.1f}x{_diff(every_info)}"
+            )
         ratios[sweep] = ref_total / ours
     print("speedup " + " ".join(f"{s}={ratios[s]:.1f}" for s in SWEEPS))
     return 0

@@ -33,7 +33,8 @@ def _sampled_cells(bench):
     return cells.sample(len(cells) // SAMPLE_FRACTION, random_state=0).sort_index(), len(cells) / (len(cells) // SAMPLE_FRACTION)
 
 
-def _check(bench, name, ours):
+def _check(benchmark, bench, name, ours):
+    """Same numbers as the reference (on the cells it ran); the largest difference goes into extra_info."""
     ref = bench.reference.get(name)
     if ref is None:
         return
@@ -41,6 +42,7 @@ def _check(bench, name, ours):
         cells, values = ref
         ours = ours[tuple(torch.tensor(cells[c].to_list()) for c in ("layer", "pos", "head"))]
         ref = values
+    benchmark.extra_info["max_abs_diff"] = float((ours - ref).abs().max())
     torch.testing.assert_close(ours, ref, atol=ATOL, rtol=0)
 
 
@@ -65,7 +67,7 @@ def test_resid_pre_ours(benchmark, bench):
     values = benchmark.pedantic(
         P.resid_pre_sweep, args=(bench.model, bench.corrupted, bench.clean_cache, metric), rounds=3, iterations=1
     )
-    _check(bench, "resid_pre", values)
+    _check(benchmark, bench, "resid_pre", values)
 
 
 def test_resid_pre_ours_every_patch_run(benchmark, bench):
@@ -77,7 +79,7 @@ def test_resid_pre_ours_every_patch_run(benchmark, bench):
         P.resid_pre_sweep, args=(bench.model, bench.corrupted, bench.clean_cache, metric),
         kwargs={"skip_identical": False}, rounds=1, iterations=1,
     )
-    _check(bench, "resid_pre", values)
+    _check(benchmark, bench, "resid_pre", values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ def test_head_by_pos_ours(benchmark, bench):
     values = benchmark.pedantic(
         P.head_out_by_pos_sweep, args=(bench.model, bench.corrupted, bench.clean_cache, metric), rounds=2, iterations=1
     )
-    _check(bench, "head_by_pos", values)
+    _check(benchmark, bench, "head_by_pos", values)
 
 
 def test_head_by_pos_ours_every_patch_run(benchmark, bench):
@@ -114,4 +116,4 @@ def test_head_by_pos_ours_every_patch_run(benchmark, bench):
         P.head_out_by_pos_sweep, args=(bench.model, bench.corrupted, bench.clean_cache, metric),
         kwargs={"skip_identical": False}, rounds=1, iterations=1,
     )
-    _check(bench, "head_by_pos", values)
+    _check(benchmark, bench, "head_by_pos", values)

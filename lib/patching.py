@@ -5,6 +5,9 @@ model) and overwrites the named activations with the same slices of `donor_cache
 tuned model on the same tokens). Sweeps return the metric of each patched run, in the layout of their
 `transformer_lens.patching` counterparts.
 
+Patching every position of a layer's residual stream with the donor's activations gives the donor's run
+(clean into corrupted gives the clean run); patching position p never changes the logits before p.
+
 A metric maps one run's logits [batch, pos, d_vocab] to a scalar, as in `transformer_lens.patching`. A
 metric with `batched = True` (see `lib.metrics.Metric`) is called once on a stack of runs
 [runs, batch, pos, d_vocab] and returns [runs]; any other metric is called once per run.
@@ -37,7 +40,7 @@ from lib.errors import HookNameError, HookNotFired, ShapeMismatch
 
 Index = tuple
 Patch = tuple[str, Index]
-Donor = Union[Mapping[str, Tensor], "object"]  # an ActivationCache or a dict hook name -> activation
+Donor = Union[Mapping[str, Tensor], "ActivationCache"]  # or a dict hook name -> activation
 MetricFn = Callable[[Tensor], Tensor]
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
