@@ -141,6 +141,22 @@ def logit_lens(
     return (values if per_prompt else values.mean(-1)), labels
 
 
+@torch.no_grad()
+def fresh_logit_lens(
+    model, cache, answer_tokens: Tensor, pos: int = -1, per_prompt: bool = False
+) -> tuple[Float[Tensor, "point"], list[str]]:
+    """Logit diff of the accumulated residual stream at each layer read through the model's own final
+    LayerNorm (a fresh scale per point) and unembedding: equal residual streams give equal values, also
+    between two models whose final scales differ."""
+    stack, labels = accumulated_resid(model, cache, pos)
+    logits = model.unembed(model.ln_final(stack))  # point batch d_vocab
+    pairs = torch.as_tensor(answer_tokens).reshape(-1, 2).to(logits.device)
+    index = pairs.expand(stack.shape[0], stack.shape[1], 2)
+    answers = logits.gather(-1, index)
+    values = answers[..., 0] - answers[..., 1]
+    return (values if per_prompt else values.mean(-1)), labels
+
+
 def decompose_resid(model, cache, pos: int = -1) -> tuple[Float[Tensor, "component batch d_model"], list[str]]:
     """The final residual stream as embeddings + each attention output + each MLP output."""
     n_layers = model.cfg.n_layers

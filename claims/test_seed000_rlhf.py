@@ -1,0 +1,164 @@
+"""Claims of "RLHF + TransformerLens" (seed 000): a GPT-2 movie-review model before and after RLHF
+towards negative reviews, on the prompt "This movie was really" with answers " bad" / " good".
+
+Logit diff = logit(" bad") - logit(" good") at the last position. Patching goes tuned -> base: the base
+model runs, the named activations come from the tuned model on the same tokens; normalised, 0 is the base
+model and 1 the tuned one.
+"""
+import pytest
+import torch
+
+from fixtures.prompts import review_family
+from lib import pair as P
+from lib import plots
+from lib.divergence import block_divergence
+from lib.stats import fraction
+
+pytestmark = pytest.mark.seed000
+
+
+@pytest.fixture
+def pair(params, base_model, tuned_model) -> P.Pair:
+    return P.run_pair(base_model, tuned_model, params["prompt"], params["answers"])
+
+
+def tuned_layers(params, model) -> list[int]:
+    return params.get("tuned_layers") or [model.cfg.n_layers - 2, model.cfg.n_layers - 1]
+
+
+def family_outcomes(params, base_model, tuned_model, holds) -> list[bool]:
+    """`holds(pair)` on every member of the review prompt family the subject's tokenizer takes."""
+    family, _ = review_family(base_model)
+    return [holds(P.run_pair(base_model, tuned_model, m.prompt, m.answers)) for m in family]
+
+
+@pytest.mark.RLHF_01
+def test_rlhf_01_tuned_model_prefers_bad(params, pair, base_model, tuned_model, record):
+    """"The source model equivocates between the two adjectives, but the RLHF model is strongly biased
+    towards the negative adjective." (seed 000, logit differences: base -0.089, tuned +2.016.)"""
+    margin, near_zero = params.get("margin", 1.0), params.get("base_max_abs", 1.0)
+
+    def holds(p: P.Pair) -> bool:
+        return p.tuned_logit_diff > 0 and p.tuned_logit_diff - p.base_logit_diff > margin and abs(p.base_logit_diff) < near_zero
+
+    family = fraction(family_outcomes(params, base_model, tuned_model, holds))
+    record.measure(family=family.as_json())
+    record.figure("logit diff, canonical prompt", plots.bars(
+        {"base": pair.base_logit_diff, "tuned": pair.tuned_logit_diff}, title=params["prompt"], ylabel="logit diff"))
+    record.expect("base_logit_diff_abs", abs(pair.base_logit_diff), "<", near_zero)
+    record.expect("tuned_logit_diff", pair.tuned_logit_diff, ">", 0.0)
+    record.expect("tuned_minus_base", pair.tuned_logit_diff - pair.base_logit_diff, ">", margin)
+    record.measure(base_logit_diff=pair.base_logit_diff)
+
+
+@pytest.mark.RLHF_02
+def test_rlhf_02_only_the_last_two_layers_change(params, pair, base_model, tuned_model, record):
+    """"Notice that the logit difference is identical for all except for the last two layers. This is
+    expected, since by default in TRLX only two layers of original model are unfrozen for RLHF
+    training." (seed 000, logit lens figure.) Blocks below the tuned ones must be bit-identical, the
+    logit-lens curves equal there, and the curves must part after."""
+    first_tuned = min(tuned_layers(params, base_model))
+    div = block_divergence(base_model, tuned_model)
+    base_lens, tuned_lens, labels = P.lens_curves(pair)
+    gap = (tuned_lens - base_lens).abs()
+    record.figure("logit lens: logit diff per layer", plots.lines(
+        {"base": base_lens, "tuned": tuned_lens}, title="logit lens", xlabel="residual stream", ylabel="logit diff",
+        xticks=labels))
+    record.measure(block_relative_l2=div["relative_l2"], lens_gap=gap)
+    record.expect("frozen_blocks_max_abs_weight_change", float(div["max_abs"][:first_tuned].max()), "==", 0.0)
+    record.expect("lens_max_gap_before_tuned_layers", float(gap[: first_tuned + 1].max()), "<=", params.get("atol", 1e-5))
+    record.expect("lens_gap_final", float(gap[-1]), ">=", params.get("min_final_gap", 0.5))
+
+
+@pytest.mark.RLHF_03
+def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, record):
+    """"The largest-magnitude influence by far on the logit difference occurs in the MLP of Layer 10."
+    (seed 000, per-layer attribution figure.)"""
+    tuned = P.layer_attributions(pair.tuned, pair.tuned_cache, pair.answers)
+    base = P.layer_attributions(pair.base, pair.base_cache, pair.answers)
+    ranked = sorted(tuned, key=lambda k: abs(tuned[k]), reverse=True)
+    record.figure("per-layer attribution", plots.bars(
+        {"base": list(base.values()), "tuned": list(tuned.values())}, title="direct logit attribution",
+        ylabel="logit diff", labels=list(tuned)))
+    record.measure(top_components={k: tuned[k] for k in ranked[:3]})
+    record.expect("largest_component", ranked[0], "==", P.parse_component(params["component"]))
+
+
+@pytest.mark.RLHF_04
+def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
+    """"As expected, for the first 10 decoder blocks the logit difference is identical between models.
+    Heads 4 and 9 in Layer 10 show significant differences." (seed 000, per-head DLA difference.)"""
+    first_tuned = min(tuned_layers(params, base_model))
+    diff = P.head_dla_diff(pair)
+    named = sorted(P.parse_head(h) for h in params["heads"])
+    top = sorted(P.top_heads(diff, len(named), layer=first_tuned))
+    below = float(diff[:first_tuned].abs().max()) if first_tuned else 0.0
+    record.figure("per-head DLA, tuned - base", plots.heatmap(diff, title="head DLA difference", xlabel="head", ylabel="layer"))
+    record.expect("below_over_largest_change", below / float(diff.abs().max()), "<=", params.get("max_below_ratio", 0.01))
+    record.expect(f"top_heads_of_layer_{first_tuned}", [P.head_name(h) for h in top], "==", [P.head_name(h) for h in named])
+
+
+@pytest.mark.RLHF_05
+def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
+    """"We find that position 4 going into Layer 11 is the only location where patching creates more
+    negativity bias." (seed 000, residual stream patching figure.)"""
+    resid = P.patch_sweeps(pair)["resid_pre"]
+    tokens = pair.str_tokens()
+    record.figure("resid_pre patching, tuned -> base", plots.heatmap(
+        resid, title="normalised logit diff", xlabel="position", ylabel="layer", xticks=tokens))
+    layer, pos = P.argmax2d(resid)
+    record.measure(max_effect=float(resid.max()))
+    record.expect("argmax_layer_pos", [layer, pos], "==", [params["layer"], params["position"]])
+
+
+@pytest.mark.RLHF_06
+def test_rlhf_06_attention_and_mlp_effects_sit_at_one_position(params, pair, record):
+    """"We can patch the MLPs and attention layers as well. Once again, we find that position 4 is where
+    the action is." (seed 000, attention-out and MLP-out patching figures.)"""
+    sweeps = P.patch_sweeps(pair)
+    tokens = pair.str_tokens()
+    for name in ("attn_out", "mlp_out"):
+        record.figure(f"{name} patching, tuned -> base", plots.heatmap(
+            sweeps[name], title=f"{name}: normalised logit diff", xlabel="position", ylabel="layer", xticks=tokens))
+    pos, share = params["position"], params.get("min_share", 0.5)
+    record.expect("attn_out_share_at_position", P.mass_at(sweeps["attn_out"], pos), ">=", share)
+    record.expect("mlp_out_share_at_position", P.mass_at(sweeps["mlp_out"], pos), ">=", share)
+
+
+@pytest.mark.RLHF_07
+def test_rlhf_07_top_single_head(params, pair, record):
+    """"Each head shown was tested independently, and the biggest changes in logit difference occurred in
+    various heads in Layer 11--especially L11H10." (seed 000, single-head patching figure.)"""
+    heads = P.patch_sweeps(pair)["head_out"]
+    record.figure("single-head patching, tuned -> base", plots.heatmap(
+        heads, title="normalised logit diff", xlabel="head", ylabel="layer"))
+    top = P.top_heads(heads, 3)
+    record.measure(top_heads={P.head_name(h): float(heads[h]) for h in top})
+    record.expect("top_head", P.head_name(top[0]), "==", P.head_name(P.parse_head(params["head"])))
+
+
+@pytest.mark.RLHF_08
+def test_rlhf_08_two_heads_flip_the_prediction(params, pair, base_model, tuned_model, record):
+    """"Let's patch L10H4 and L10H9 at the same time and see if we can get the original model to flip
+    from predicting 'good' to predicting 'bad.' [...] As we can see, it works!" (seed 000, two-head
+    patching figure.) Also: is the named pair the smallest set that flips it?"""
+    heads = [P.parse_head(h) for h in params["heads"]]
+    patched = P.patched_heads_logit_diff(pair, heads)
+    layers = tuned_layers(params, base_model)
+    best_single = P.best_head_sets(pair, layers, 1)[0]
+    best_pair = P.best_head_sets(pair, layers, 2)[0]
+    record.measure(
+        best_single_head={"heads": [P.head_name(h) for h in best_single[0]], "logit_diff": best_single[1]},
+        best_pair={"heads": [P.head_name(h) for h in best_pair[0]], "logit_diff": best_pair[1]},
+        single_head_flips=best_single[1] > 0,
+    )
+
+    def flips(p: P.Pair) -> bool:
+        return p.base_logit_diff < 0 < P.patched_heads_logit_diff(p, heads)
+
+    record.measure(family=fraction(family_outcomes(params, base_model, tuned_model, flips)).as_json())
+    record.figure("two-head patch, tuned -> base", plots.bars(
+        {"base": pair.base_logit_diff, "base + tuned " + " & ".join(params["heads"]): patched,
+         "tuned": pair.tuned_logit_diff}, title=params["prompt"], ylabel="logit diff"))
+    record.expect("unpatched_base_logit_diff", pair.base_logit_diff, "<", 0.0)
+    record.expect("patched_base_logit_diff", patched, ">", 0.0)

@@ -1,0 +1,150 @@
+"""A base model and its tuned twin on the same tokens: what tuning changed, and where (seed 000).
+
+Patching goes tuned -> base: the base model runs the prompt and takes the named activations from the
+tuned model's run on the same tokens; the normalised metric is 0 for the base model, 1 for the tuned one.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from lib import attribution, metrics, patching
+from lib.prompts import answer_tokens, to_tokens
+
+Head = tuple[int, int]
+
+
+def parse_head(head: str | Sequence[int]) -> Head:
+    """'10.4' (layer.head, as the papers write it) -> (10, 4)."""
+    if isinstance(head, str):
+        layer, _, index = head.partition(".")
+        return int(layer), int(index)
+    layer, index = head
+    return int(layer), int(index)
+
+
+def head_name(head: Head) -> str:
+    return f"{head[0]}.{head[1]}"
+
+
+def parse_component(name: str) -> str:
+    """'mlp_out.10' -> '10_mlp_out' (the label of `attribution.component_logit_diffs`)."""
+    kind, _, layer = name.partition(".")
+    return f"{int(layer)}_{kind}"
+
+
+@dataclass
+class Pair:
+    """Both models' runs on one prompt (or a batch of prompts), cached for attribution and patching."""
+
+    base: object
+    tuned: object
+    tokens: Int[Tensor, "batch pos"]
+    answers: Int[Tensor, "batch 2"]
+    base_logits: Tensor
+    tuned_logits: Tensor
+    base_cache: object
+    tuned_cache: object
+
+    @property
+    def base_logit_diff(self) -> float:
+        return float(metrics.logit_diff(self.base_logits, self.answers))
+
+    @property
+    def tuned_logit_diff(self) -> float:
+        return float(metrics.logit_diff(self.tuned_logits, self.answers))
+
+    def normalised_metric(self) -> metrics.Metric:
+        return metrics.normalised_logit_diff_metric(self.answers, self.base_logit_diff, self.tuned_logit_diff)
+
+    def str_tokens(self) -> list[str]:
+        return self.base.to_str_tokens(self.tokens[0])
+
+
+@torch.no_grad()
+def run_pair(base, tuned, prompt: str | Sequence[str], answers: Sequence[str]) -> Pair:
+    patching.check_same_shape(base, tuned)
+    tokens = to_tokens(base, prompt)
+    if not torch.equal(tokens, to_tokens(tuned, prompt)):
+        raise ValueError("base and tuned tokenizers split the prompt differently; a pair needs one tokenizer")
+    ans = answer_tokens(base, answers)
+    base_logits, base_cache = attribution.run_for_attribution(base, tokens)
+    tuned_logits, tuned_cache = attribution.run_for_attribution(tuned, tokens)
+    return Pair(base, tuned, tokens, ans, base_logits, tuned_logits, base_cache, tuned_cache)
+
+
+def lens_curves(pair: Pair) -> tuple[Float[Tensor, "point"], Float[Tensor, "point"], list[str]]:
+    """Logit-lens logit diff per layer for base and tuned (each point through a fresh final LayerNorm)."""
+    base, labels = attribution.fresh_logit_lens(pair.base, pair.base_cache, pair.answers)
+    tuned, _ = attribution.fresh_logit_lens(pair.tuned, pair.tuned_cache, pair.answers)
+    return base, tuned, labels
+
+
+def layer_attributions(model, cache, answers) -> dict[str, float]:
+    """Direct contribution of every attention and MLP output to the logit diff: {'10_mlp_out': ...}."""
+    values, labels = attribution.component_logit_diffs(model, cache, answers)
+    return {lab: float(v) for lab, v in zip(labels, values) if lab.endswith(("_attn_out", "_mlp_out"))}
+
+
+def head_dla_diff(pair: Pair) -> Float[Tensor, "layer head"]:
+    """Per-head direct logit attribution, tuned minus base, both read through the base model's readout
+    (its cached final LayerNorm scale and unembedding): a head that writes the same vector in both models
+    scores exactly 0, whatever tuning did to the final scale."""
+    tuned = attribution.head_results(pair.tuned, pair.tuned_cache)
+    base = attribution.head_results(pair.base, pair.base_cache)
+    return attribution.project_logit_diff(pair.base, pair.base_cache, tuned - base, pair.answers).mean(-1)
+
+
+def top_heads(scores: Float[Tensor, "layer head"], k: int, layer: int | None = None) -> list[Head]:
+    """The k heads of largest |score| (within one layer if given)."""
+    if layer is not None:
+        order = scores[layer].abs().argsort(descending=True)[:k]
+        return [(layer, int(h)) for h in order]
+    flat = scores.abs().flatten().argsort(descending=True)[:k]
+    n_heads = scores.shape[1]
+    return [(int(i) // n_heads, int(i) % n_heads) for i in flat]
+
+
+def patch_sweeps(pair: Pair) -> dict[str, Float[Tensor, "layer pos"] | Float[Tensor, "layer head"]]:
+    """Normalised tuned -> base patching effects: resid_pre, attn_out, mlp_out [layer, pos]; head_out [layer, head]."""
+    metric = pair.normalised_metric()
+    args = (pair.base, pair.tokens, pair.tuned_cache, metric)
+    return {
+        "resid_pre": patching.resid_pre_sweep(*args),
+        "attn_out": patching.attn_out_sweep(*args),
+        "mlp_out": patching.mlp_out_sweep(*args),
+        "head_out": patching.head_out_sweep(*args),
+    }
+
+
+def argmax2d(values: Float[Tensor, "rows cols"]) -> tuple[int, int]:
+    i = int(values.argmax())
+    return i // values.shape[1], i % values.shape[1]
+
+
+def mass_at(values: Float[Tensor, "layer pos"], pos: int) -> float:
+    """Share of the total |effect| that sits at position `pos`."""
+    total = values.abs().sum()
+    return float(values[:, pos].abs().sum() / total) if total > 0 else 0.0
+
+
+def patched_heads_logit_diff(pair: Pair, heads: Sequence[Head]) -> float:
+    """Base model's logit diff with the outputs of `heads` (all positions) taken from the tuned run."""
+    metric = metrics.logit_diff_metric(pair.answers)
+    return float(patching.patch_heads(pair.base, pair.tokens, pair.tuned_cache, list(heads), metric))
+
+
+def best_head_sets(pair: Pair, layers: Sequence[int], size: int) -> list[tuple[tuple[Head, ...], float]]:
+    """Every set of `size` heads from `layers`, patched tuned -> base together, by patched logit diff (best first)."""
+    heads = [(layer, h) for layer in layers for h in range(pair.base.cfg.n_heads)]
+    sets = list(itertools.combinations(heads, size))
+    runs = [patching.head_patches(list(s)) for s in sets]
+    metric = metrics.logit_diff_metric(pair.answers)
+    values = patching.run_patches(pair.base, pair.tokens, pair.tuned_cache, runs, metric)
+    order = values.argsort(descending=True)
+    return [(sets[int(i)], float(values[int(i)])) for i in order]
