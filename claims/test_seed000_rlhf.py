@@ -147,10 +147,12 @@ def test_rlhf_08_two_heads_flip_the_prediction(params, pair, base_model, tuned_m
     layers = tuned_layers(params, base_model)
     best_single = P.best_head_sets(pair, layers, 1)[0]
     best_pair = P.best_head_sets(pair, layers, 2)[0]
+    smallest, reached = P.smallest_flipping_set(pair, layers)
     record.measure(
         best_single_head={"heads": [P.head_name(h) for h in best_single[0]], "logit_diff": best_single[1]},
         best_pair={"heads": [P.head_name(h) for h in best_pair[0]], "logit_diff": best_pair[1]},
-        single_head_flips=best_single[1] > 0,
+        smallest_flipping_head_set=[P.head_name(h) for h in smallest] if smallest else None,
+        logit_diff_with_that_set=reached,
     )
 
     def flips(p: P.Pair) -> bool:

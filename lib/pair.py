@@ -148,3 +148,16 @@ def best_head_sets(pair: Pair, layers: Sequence[int], size: int) -> list[tuple[t
     values = patching.run_patches(pair.base, pair.tokens, pair.tuned_cache, runs, metric)
     order = values.argsort(descending=True)
     return [(sets[int(i)], float(values[int(i)])) for i in order]
+
+
+def smallest_flipping_set(pair: Pair, layers: Sequence[int]) -> tuple[list[Head] | None, float]:
+    """Greedy: add heads of `layers` in order of their single-head effect until the patched base model
+    prefers the first answer (logit diff > 0). Returns the set (None if all of them do not flip it) and
+    the logit diff reached."""
+    ranked = [s[0][0] for s in best_head_sets(pair, layers, 1)]
+    runs = [patching.head_patches(ranked[: k + 1]) for k in range(len(ranked))]
+    values = patching.run_patches(pair.base, pair.tokens, pair.tuned_cache, runs, metrics.logit_diff_metric(pair.answers))
+    for k, v in enumerate(values):
+        if v > 0:
+            return ranked[: k + 1], float(v)
+    return None, float(values[-1])
