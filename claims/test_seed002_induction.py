@@ -1,13 +1,66 @@
 """Claims of the induction-circuit tutorial (seed 002): "Exploring the induction circuit with
-activation patching", on the prompt "Her name was Alex Hart. Tomorrow at lunch time Alex"."""
+activation patching", on the prompt "Her name was Alex Hart. Tomorrow at lunch time Alex".
+
+Every patch goes the tutorial's way: an activation of a corrupted run (Carroll; Sarah first; Sarah
+second) is copied into the clean run, and the clean run's logit diff " Hart" - " Carroll" is read."""
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lib import induction as I
 from lib.causal import leftward_leak
+from lib.stats import fraction
 
 pytestmark = pytest.mark.seed002
+
+
+@pytest.mark.IND_01
+def test_ind_01_model_predicts_the_last_name(subject, params, model, record):
+    """"Top predictions are various verbs, but Top4 is Hart much before any other name." (seed 002,
+    Step 2, utils.test_prompt on gpt2-small.) The answer's rank (1 = top) is at most `max_rank`."""
+    task = I.task_from_params(model, params)
+    (rank,) = I.ranks(I.run_logits(model, task.tokens), task.answers[0, :1].tolist())
+    record.measure(top_predictions=I.top_predictions(model, task.tokens, 8))
+    record.expect("answer_rank", rank, "<=", params["max_rank"])
+
+
+@pytest.mark.IND_02
+def test_ind_02_resid_patch_at_last_name_swaps_the_answer(subject, params, model, record):
+    """"With this patch, the Top3 prediction is Carroll and Hart fell to rank 1920." (seed 002, Method 1:
+    blocks.6.hook_resid_post at the last-name position patched from the Carroll run.) The rival's rank
+    is at most `max_corrupt_rank`, the answer's at least `min_clean_rank`."""
+    task = I.task_from_params(model, params)
+    got = I.patched_ranks(model, task, "last_name", params["layer"], params["positions"]["last_name"])
+    record.measure(layer=params["layer"], position=params["positions"]["last_name"],
+                   corrupt_answer_rank=got["rival"], clean_answer_rank=got["answer"])
+    record.expect("corrupt_answer_rank", got["rival"], "<=", params["max_corrupt_rank"])
+    record.expect("clean_answer_rank", got["answer"], ">=", params["min_clean_rank"])
+
+
+def _flows(model, params, record):
+    """The tutorial's three residual-stream patching heatmaps (layer x position), one per corruption."""
+    task = I.task_from_params(model, params)
+    diffs = I.logit_diffs(model, task)
+    flows = {}
+    for corruption in I.CORRUPTIONS:
+        flows[corruption] = I.resid_flow(model, task, corruption)
+        record.figure(f"resid stream patching, {corruption.replace('_', ' ')} corruption",
+                      I.flow_figure(model, flows[corruption], task, corruption))
+    record.measure(logit_diffs=diffs)
+    return task, diffs["clean"], flows
+
+
+@pytest.mark.IND_03
+def test_ind_03_last_name_moves_to_the_final_position_late(subject, params, model, record):
+    """"So we see that the last name information (Hart vs Carroll) jumps from position 5 to 11, mostly
+    around Layer 10." (seed 002, Method 1, the Carroll-run heatmap.) The first block after which
+    patching the final position matters more than patching the last-name position lies in `layer_range`."""
+    task, clean, flows = _flows(model, params, record)
+    pos = params["positions"]
+    layer = I.transition_layer(flows["last_name"], clean, pos["last_name"], pos["final"])
+    lo, hi = params["layer_range"]
+    record.expect("transition_layer", layer, "in", list(range(lo, hi + 1)))
 
 
 @pytest.mark.IND_04
@@ -35,3 +88,94 @@ def test_ind_04_information_flows_only_rightward(subject, params, model, record)
     record.measure(patches_tried=len(leaks))
     record.expect("max_logit_change_before_p", max(leaks), "<=", params.get("atol", 1e-5))
     record.expect("min_logit_change_at_or_after_p", min(effects), ">", 0.0)
+
+
+@pytest.mark.IND_05
+def test_ind_05_two_layer_information_flow(subject, params, model, record):
+    """"The first name information (upper plot) moves to pos5 in layer 0, and then moves to pos11 in
+    layer 1. The last name information (lower plot) moves from pos5 to pos11 in layer 1." (seed 002,
+    Method 1, the gelu-2l heatmaps.) Per row of the heatmap (embeddings, after each block), the position
+    where the patch matters most is the one named in `argmax_positions`."""
+    task, clean, flows = _flows(model, params, record)
+    pos = params["positions"]
+    got = {c: I.argmax_positions(flows[c], clean) for c in params["argmax_positions"]}
+    record.measure(**{f"argmax_positions_{c}": v for c, v in got.items()})
+    for corruption, expected in params["argmax_positions"].items():
+        record.expect(f"argmax_positions_{corruption}", got[corruption], "==", [pos[name] for name in expected])
+
+
+@pytest.mark.IND_06
+def test_ind_06_induction_head_matters_most(subject, params, model, record):
+    """"So it appears that head 1.6 ... is very important, and to a lesser extent heads 0.1, 0.2, and
+    1.1." (seed 002, Method 2, head patching from the Carroll run, and the head-by-position figures.)
+    The head whose patching changes the logit diff most is `induction_head`; the next `n_next` are among
+    `supporting_heads`. Over a family of name pairs: the share of prompts where it is the top head."""
+    task = I.task_from_params(model, params)
+    patching = {c: I.head_patching(model, task, c) for c in I.CORRUPTIONS}
+    hp = patching["last_name"]
+    record.figure("head patching (last name corruption)", I.head_figure(hp, "last_name"))
+    for corruption, result in patching.items():
+        for title, fig in I.head_by_pos_figures(model, result, task, corruption):
+            record.figure(title, fig)
+    ranked = I.ranked_heads(hp.effect)
+    nxt = ranked[1 : 1 + params.get("n_next", 2)]
+    family = I.name_family(model, params, params.get("family_size", 40))
+    on_family = fraction(top[0] == params["induction_head"] for top in I.family_top_heads(model, family))
+    record.measure(clean_logit_diff=hp.clean, corrupted_logit_diff=hp.corrupted, heads_by_effect=ranked[:6],
+                   next_heads=nxt, family_top_head=on_family.as_json())
+    record.expect("top_head", ranked[0], "==", params["induction_head"])
+    record.expect("next_heads_outside_supporting", [h for h in nxt if h not in params["supporting_heads"]], "==", [])
+
+
+@pytest.mark.IND_07
+def test_ind_07_heads_classified_by_attention(subject, params, model, record):
+    """"Our layer 0 heads (0.1 and 0.2) look, as expected, like Duplicate Token Head and Previous Token
+    Head ... we see 1.6 attending to the last name position as expected!" (seed 002, Method 3, the
+    attention patterns.) On the canonical prompt each named head's class score is at least `min_score`
+    and ranks first in its class, as transformer_lens.head_detector ranks it too. Over a family of
+    name pairs: the share of prompts where every named head ranks first in its class."""
+    task = I.task_from_params(model, params)
+    scores = I.class_scores(model, task.tokens)
+    roles = {role: params[role] for role in I.HEAD_ROLES if role in params}
+    for role, head in roles.items():
+        record.figure(f"attention pattern of {head} ({role.replace('_', ' ')})", I.pattern_figure(model, task, head, role))
+        top = I.top_head(scores[I.HEAD_ROLES[role]])
+        if top != head:  # what does rank first in the class
+            record.figure(f"attention pattern of {top} (top {I.HEAD_ROLES[role].replace('_', '-')} score)",
+                          I.pattern_figure(model, task, top, f"top {I.HEAD_ROLES[role]} score"))
+    family = I.name_family(model, params, params.get("family_size", 40))
+    per_prompt = I.family_class_scores(model, family)
+    on_family = fraction(all(I.top_head(s[I.HEAD_ROLES[r]]) == h for r, h in roles.items()) for s in per_prompt)
+    induction_first = fraction(I.top_head(s["induction"]) == params["induction_head"] for s in per_prompt)
+    record.measure(classes={h: c for h, c in I.classify(scores, params["min_score"]).items() if c != "other"},
+                   family_all_named_heads_first=on_family.as_json(),
+                   family_induction_head_first=induction_first.as_json())
+    checks = []
+    for role, head in roles.items():
+        kind = I.HEAD_ROLES[role]
+        detector = I.detector_scores(model, params["prompt"], kind)
+        record.measure(**{f"{kind}_head_detector_score_{head}": I.score_of(detector, head)})
+        checks += [(f"{kind}_score_{head}", I.score_of(scores[kind], head), ">=", params["min_score"]),
+                   (f"{kind}_top_head", I.top_head(scores[kind]), "==", head),
+                   (f"{kind}_head_detector_top_head", I.top_head(detector), "==", head)]
+    record.measure(**{name: value for name, value, _, _ in checks})
+    for check in checks:
+        record.expect(*check)
+
+
+@pytest.mark.IND_08
+def test_ind_08_composition(subject, params, model, record):
+    """"Another experiment to check these hypotheses is computing composition scores between the
+    different heads, and checking whether 0.2 K-composes with 1.6, and 0.1 Q-composes with 1.6."
+    (seed 002, Conclusion; proposed, not measured there.) Each pair's composition score exceeds the
+    share `min_percentile` of all pairs of the same two layers."""
+    checks = (("K", params["prev_token_head"]), ("Q", params["duplicate_token_head"]))
+    comps = [I.composition(model, mode, sender, params["induction_head"]) for mode, sender in checks]
+    for comp in comps:
+        record.figure(f"{comp.mode}-composition scores", I.composition_figure(comp, model.cfg.n_heads))
+        record.measure(**{f"{comp.mode}_composition_{comp.sender}_{comp.receiver}": comp.score,
+                          f"{comp.mode}_composition_layer_median": float(comp.layer_scores.median()),
+                          f"{comp.mode}_composition_zscore": comp.zscore,
+                          f"{comp.mode}_composition_percentile": comp.percentile})
+    for comp in comps:
+        record.expect(f"{comp.mode}_composition_percentile", comp.percentile, ">=", params["min_percentile"])

@@ -1,0 +1,550 @@
+"""The induction circuit of seed 002 ("Her name was Alex Hart. Tomorrow at lunch time Alex" -> " Hart"):
+the name task and its corruptions, residual-stream and head patching in the tutorial's direction,
+head classes from attention patterns, composition against the layer pair's distribution, prompt
+families of name pairs, and the analysis that names a model's circuit for the registry.
+
+Direction: as in the tutorial, every patch copies an activation of a corrupted run (the donor) into
+the clean run (the recipient), and the metric is the clean run's logit diff between the clean answer
+(" Hart") and its rival (" Carroll", the last name of the last-name corruption). The effect of a
+patch is `clean logit diff - patched logit diff`: how much of the clean answer's lead it removes.
+
+Ranks are 1-based here ("top-4" = rank <= 4), as the tutorial counts them.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens.utilities import get_act_name
+
+from lib.errors import PromptError
+from lib.heads import KINDS, attention_patterns, composition_scores, detection_pattern, induction_stripe_scores, repeated_random_tokens
+from lib.metrics import answer_rank, logit_diff, logit_diff_metric
+from lib.patching import donor_cache, head_out_by_pos_sweep, head_out_sweep, patched_logits, run_patches
+from lib.prompts import answer_token, differing_positions, paired_tokens, str_tokens, to_tokens
+
+CORRUPTIONS = ("last_name", "first_first_name", "second_first_name")
+POSITIONS = ("first_name", "last_name", "final")
+# The head class each named head of the circuit belongs to.
+HEAD_ROLES = {"prev_token_head": "previous_token", "duplicate_token_head": "duplicate_token", "induction_head": "induction"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads written "layer.head"
+
+
+def parse_head(head: str) -> tuple[int, int]:
+    layer, _, h = str(head).partition(".")
+    return int(layer), int(h)
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"{layer}.{head}"
+
+
+def head_labels(model) -> list[str]:
+    return [head_name(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The task
+
+
+@dataclass
+class NameTask:
+    """The clean prompt, its corruptions (same length), the answer and its rival, as tokens."""
+
+    tokens: Int[Tensor, "batch pos"]
+    corrupted: dict[str, Int[Tensor, "batch pos"]]
+    answers: Int[Tensor, "batch 2"]  # (clean answer, rival) per prompt
+    labels: list[str]  # the clean prompt's tokens, "pos:token"
+
+    @property
+    def n_pos(self) -> int:
+        return self.tokens.shape[1]
+
+
+def rival_token(clean_tokens: Tensor, last_name_tokens: Tensor) -> Tensor:
+    """The rival answer of each prompt: the token where the last-name corruption differs from the clean prompt."""
+    where = differing_positions(clean_tokens, last_name_tokens)
+    if len(where) != 1:
+        raise PromptError(f"the last-name corruption must differ from the clean prompt at one position, not {where}")
+    return last_name_tokens[:, where[0]]
+
+
+def name_task(model, prompt: str | Sequence[str], answer: str | Sequence[str], corruptions: Mapping[str, str | Sequence[str]]) -> NameTask:
+    """Tokens of the clean prompt(s), the corruptions, and (answer, rival) ids; the rival is the last
+    name of the `last_name` corruption (" Carroll")."""
+    tokens = to_tokens(model, prompt)
+    corrupted = {}
+    for kind, text in corruptions.items():
+        _, corrupted[kind] = paired_tokens(model, prompt, text)
+    answers = [answer] if isinstance(answer, str) else list(answer)
+    clean_ids = torch.tensor([answer_token(model, a) for a in answers]).expand(tokens.shape[0])
+    if "last_name" not in corrupted:
+        raise PromptError("the name task needs a `last_name` corruption: its last name is the rival answer")
+    rival = rival_token(tokens, corrupted["last_name"])
+    labels = [f"{i}:{s}" for i, s in enumerate(str_tokens(model, tokens[0]))]
+    return NameTask(tokens, corrupted, torch.stack([clean_ids, rival], dim=1), labels)
+
+
+def task_from_params(model, params: Mapping) -> NameTask:
+    return name_task(model, params["prompt"], params["answer"], params["corruptions"])
+
+
+@torch.no_grad()
+def run_logits(model, tokens: Tensor) -> Tensor:
+    return model(tokens)
+
+
+def logit_diffs(model, task: NameTask) -> dict[str, float]:
+    """Mean logit diff (answer - rival) on the clean prompt and on each corruption."""
+    out = {"clean": float(logit_diff(run_logits(model, task.tokens), task.answers))}
+    for kind, tokens in task.corrupted.items():
+        out[kind] = float(logit_diff(run_logits(model, tokens), task.answers))
+    return out
+
+
+def ranks(logits: Tensor, ids: Sequence[int], pos: int = -1) -> list[int]:
+    """1-based rank of each token id at `pos` of the first prompt."""
+    return [int(answer_rank(logits[:1], int(i), pos)[0]) + 1 for i in ids]
+
+
+def top_predictions(model, tokens: Tensor, k: int = 5) -> list[str]:
+    logits = run_logits(model, tokens)[0, -1]
+    return str_tokens(model, logits.topk(k).indices.tolist())
+
+
+def canonical_positions(model, params: Mapping) -> dict[str, int]:
+    """The positions of the canonical prompt: its final token is the repeated first name, its answer the last name."""
+    toks = [s.strip() for s in str_tokens(model, to_tokens(model, params["prompt"])[0])]
+    return name_positions(model, params["prompt"], first=toks[-1], last=str(params["answer"]).strip())
+
+
+def name_positions(model, prompt: str, first: str, last: str) -> dict[str, int]:
+    """Positions of the first occurrence of `first`, of `last`, and of the final token, in the tokens of `prompt`."""
+    toks = [s.strip() for s in str_tokens(model, to_tokens(model, prompt)[0])]
+    try:
+        first_pos = toks.index(first)
+        last_pos = toks.index(last, first_pos)
+    except ValueError:
+        raise PromptError(f"{first!r} or {last!r} is not a token of {prompt!r} ({toks})") from None
+    return {"first_name": first_pos, "last_name": last_pos, "final": len(toks) - 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual-stream patching (Method 1)
+
+
+def flow_hooks(model) -> list[str]:
+    """The residual stream before the first block, then after every block (the tutorial's rows)."""
+    return [get_act_name("resid_pre", 0)] + [get_act_name("resid_post", l) for l in range(model.cfg.n_layers)]
+
+
+def flow_row_labels(model) -> list[str]:
+    return ["embed"] + [f"after L{l}" for l in range(model.cfg.n_layers)]
+
+
+def resid_flow(model, task: NameTask, corruption: str) -> Float[Tensor, "row pos"]:
+    """Clean logit diff with the residual stream at (row, pos) taken from the corrupted run; rows as
+    `flow_hooks` (n_layers + 1)."""
+    names = flow_hooks(model)
+    cache = donor_cache(model, task.corrupted[corruption], model, names=lambda n: n in names)
+    runs = [[(name, (slice(None), pos))] for name in names for pos in range(task.n_pos)]
+    values = run_patches(model, task.tokens, cache, runs, logit_diff_metric(task.answers))
+    return values.reshape(len(names), task.n_pos)
+
+
+def flow_effect(flow: Tensor, clean: float) -> Tensor:
+    """|clean - patched| per (row, pos)."""
+    return (clean - flow).abs()
+
+
+def argmax_positions(flow: Tensor, clean: float) -> list[int]:
+    """For each row, the position where the patch changes the logit diff most."""
+    return flow_effect(flow, clean).argmax(-1).tolist()
+
+
+def transition_layer(flow: Tensor, clean: float, source: int, final: int) -> int | None:
+    """The first block after which the patch effect at the final position exceeds the effect at `source`
+    (the block that moves the information), or None if it never does."""
+    eff = flow_effect(flow, clean)
+    for row in range(1, eff.shape[0]):
+        if eff[row, final] > eff[row, source]:
+            return row - 1
+    return None
+
+
+def patched_ranks(model, task: NameTask, corruption: str, layer: int, pos: int) -> dict[str, int]:
+    """1-based ranks of the answer and its rival with blocks.{layer}.hook_resid_post at `pos` taken from
+    the corrupted run (the tutorial's first patch)."""
+    name = get_act_name("resid_post", layer)
+    cache = donor_cache(model, task.corrupted[corruption], model, names=lambda n: n == name)
+    logits = patched_logits(model, task.tokens, cache, [(name, (slice(None), pos))])
+    answer, rival = ranks(logits, task.answers[0].tolist())
+    return {"answer": answer, "rival": rival}
+
+
+# ---------------------------------------------------------------------------------------------
+# Head patching (Method 2 and the bonus by position)
+
+
+@dataclass
+class HeadPatching:
+    clean: float
+    corrupted: float
+    all_pos: Float[Tensor, "layer head"]  # patched logit diff, head patched at every position
+    by_pos: Float[Tensor, "layer_head pos"] | None = None  # patched logit diff, rows "l.h"
+
+    @property
+    def effect(self) -> Tensor:
+        """clean - patched, per head."""
+        return self.clean - self.all_pos
+
+
+def head_patching(model, task: NameTask, corruption: str = "last_name", by_pos: bool = True) -> HeadPatching:
+    """Each head's output (hook_z) from the corrupted run patched into the clean run, at all positions and
+    (if `by_pos`) at each position."""
+    corrupted = task.corrupted[corruption]
+    cache = donor_cache(model, corrupted, model, names=lambda n: n.endswith("attn.hook_z"))
+    metric = logit_diff_metric(task.answers)
+    clean = float(metric(run_logits(model, task.tokens)))
+    corrupt = float(metric(run_logits(model, corrupted)))
+    all_pos = head_out_sweep(model, task.tokens, cache, metric)
+    grid = None
+    if by_pos:
+        lph = head_out_by_pos_sweep(model, task.tokens, cache, metric)  # layer pos head
+        grid = lph.permute(0, 2, 1).reshape(-1, task.n_pos)
+    return HeadPatching(clean, corrupt, all_pos, grid)
+
+
+def ranked_heads(effect: Float[Tensor, "layer head"]) -> list[str]:
+    """Heads by decreasing |effect|."""
+    n_heads = effect.shape[1]
+    order = effect.abs().flatten().argsort(descending=True).tolist()
+    return [head_name(i // n_heads, i % n_heads) for i in order]
+
+
+# ---------------------------------------------------------------------------------------------
+# Head classes from attention patterns (Method 3)
+
+
+def class_scores(model, tokens: Int[Tensor, "batch pos"]) -> dict[str, Float[Tensor, "layer head"]]:
+    """Share of each head's attention on the cells of each detection pattern (previous-token,
+    duplicate-token, induction), averaged over the destination positions that have such a cell, then
+    over prompts. It is `transformer_lens.head_detector`'s "mul" score times (positions / positions with a
+    cell): the same ranking of heads, on a scale where 1 means every such position attends only there."""
+    patterns = attention_patterns(model, tokens).float()  # layer batch head dest src
+    out = {}
+    for kind in KINDS:
+        det = torch.stack([detection_pattern(t, kind) for t in tokens]).to(patterns)  # batch dest src
+        rows = (det.sum(-1) > 0).float()  # batch dest
+        on = (patterns * det[None, :, None]).sum(-1)  # layer batch head dest
+        per_prompt = (on * rows[None, :, None]).sum(-1) / rows.sum(-1).clamp(min=1)[None, :, None]
+        out[kind] = per_prompt.mean(1)
+    return out
+
+
+def detector_scores(model, prompts: str | Sequence[str], kind: str) -> Float[Tensor, "layer head"]:
+    """`transformer_lens.head_detector.detect_head` (default options) for the cross-check."""
+    from transformer_lens.head_detector import detect_head
+
+    return detect_head(model, prompts, f"{kind}_head").float()
+
+
+def classify(scores: Mapping[str, Tensor], min_score: float) -> dict[str, str]:
+    """Each head's class: the kind of its highest score if that is at least `min_score`, else "other"."""
+    kinds = list(scores)
+    stack = torch.stack([scores[k] for k in kinds])  # kind layer head
+    best, which = stack.max(0)
+    n_heads = stack.shape[-1]
+    return {
+        head_name(l, h): (kinds[int(which[l, h])] if float(best[l, h]) >= min_score else "other")
+        for l in range(stack.shape[1])
+        for h in range(n_heads)
+    }
+
+
+def top_head(scores: Tensor, layers: Sequence[int] | None = None) -> str:
+    """The highest-scoring head (within `layers`, if given)."""
+    s = scores.clone()
+    if layers is not None:
+        mask = torch.ones(s.shape[0], dtype=torch.bool)
+        mask[list(layers)] = False
+        s[mask] = float("-inf")
+    i = int(s.flatten().argmax())
+    return head_name(i // s.shape[1], i % s.shape[1])
+
+
+def score_of(scores: Tensor, head: str) -> float:
+    l, h = parse_head(head)
+    return float(scores[l, h])
+
+
+def head_pattern(model, tokens: Tensor, head: str) -> Float[Tensor, "dest src"]:
+    l, h = parse_head(head)
+    return attention_patterns(model, tokens[:1])[l, 0, h]
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition (the check the tutorial proposes)
+
+
+@dataclass
+class Composition:
+    mode: str
+    sender: str
+    receiver: str
+    score: float
+    layer_scores: Tensor  # every (sender layer head, receiver layer head) pair
+    percentile: float  # share of the pairs of those two layers scoring below this pair
+    zscore: float
+
+
+def composition(model, mode: str, sender: str, receiver: str) -> Composition:
+    """The `mode` (Q, K, V) composition score of sender -> receiver, against all pairs of their two layers."""
+    ls, hs = parse_head(sender)
+    lr, hr = parse_head(receiver)
+    if ls >= lr:
+        raise ValueError(f"{sender} is not in an earlier layer than {receiver}; heads only compose forward")
+    scores = composition_scores(model, mode)
+    pairs = scores[ls, :, lr, :].flatten()
+    value = float(scores[ls, hs, lr, hr])
+    return Composition(
+        mode, sender, receiver, value, pairs,
+        percentile=float((pairs < value).float().mean()),
+        zscore=float((value - pairs.mean()) / pairs.std()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt families: the canonical prompt with other single-token names
+
+FIRST_NAMES = (
+    "Alex Sarah John Mary James Emma David Anna Michael Laura Daniel Julia Peter Kate Thomas Lucy Paul Grace "
+    "Mark Alice Chris Helen Tom Rose Sam Clara Ben Nora Jack Ella Adam Maya Luke Ruth Ryan Ivy Eric Jane Noah "
+    "Amy George Susan Frank Linda Henry Karen Steve Lisa"
+).split()
+LAST_NAMES = (
+    "Hart Carroll Smith Jones Brown Miller Davis Wilson Moore Taylor Clark Lewis Walker Young King Wright Hill "
+    "Scott Green Baker Adams Nelson Carter Mitchell Turner Parker Collins Stewart Morris Murphy Cook Rogers "
+    "Morgan Cooper Reed Bailey Bell Kelly Howard Ward Cox Price Wood Barnes Ross Fisher Hunt Stone Black Fox"
+).split()
+
+
+def single_token_names(model, names: Sequence[str]) -> list[str]:
+    """The names that are one known token (with their leading space) for this model."""
+    out = []
+    for n in names:
+        try:
+            answer_token(model, " " + n)
+        except PromptError:
+            continue
+        out.append(n)
+    return out
+
+
+@dataclass
+class Family:
+    prompts: list[str]
+    answers: list[str]
+    corruptions: dict[str, list[str]]
+    names: list[tuple[str, str, str]] = field(default_factory=list)  # (first, last, rival last)
+
+
+def name_template(prompt: str, first: str, last: str) -> str:
+    """The prompt with its first name and last name as {first} and {last}."""
+    if prompt.count(first) != 2 or prompt.count(last) != 1:
+        raise PromptError(f"expected {first!r} twice and {last!r} once in {prompt!r}")
+    return prompt.replace(first, "{first}").replace(last, "{last}")
+
+
+def name_family(model, params: Mapping, n: int, seed: int = 0) -> Family:
+    """`n` variants of the canonical prompt with other (first, last) names, each with its last-name
+    corruption (another last name): distinct pairs drawn from the names that are single tokens."""
+    pos = params["positions"]
+    toks = [s.strip() for s in str_tokens(model, to_tokens(model, params["prompt"])[0])]
+    first, last = toks[pos["first_name"]], toks[pos["last_name"]]
+    template = params.get("family_template") or name_template(params["prompt"], first, last)
+    firsts = single_token_names(model, FIRST_NAMES)
+    lasts = single_token_names(model, LAST_NAMES)
+    if len(firsts) < 2 or len(lasts) < 3:
+        raise PromptError(f"too few single-token names for this model ({len(firsts)} first, {len(lasts)} last)")
+    rng = random.Random(seed)
+    seen, names = set(), []
+    while len(names) < min(n, len(firsts) * len(lasts)):
+        f, l, r = rng.choice(firsts), *rng.sample(lasts, 2)
+        if (f, l) in seen or (f, l) == (first, last):
+            continue
+        seen.add((f, l))
+        names.append((f, l, r))
+    fill = lambda f, l: template.format(first=f, last=l)  # noqa: E731
+    return Family(
+        prompts=[fill(f, l) for f, l, _ in names],
+        answers=[" " + l for _, l, _ in names],
+        corruptions={"last_name": [fill(f, r) for f, _, r in names]},
+        names=names,
+    )
+
+
+def family_top_heads(model, family: Family) -> list[list[str]]:
+    """Per prompt of the family, the heads ranked by |effect| of last-name head patching."""
+    out = []
+    for prompt, answer, corrupt in zip(family.prompts, family.answers, family.corruptions["last_name"]):
+        task = name_task(model, prompt, answer, {"last_name": corrupt})
+        out.append(ranked_heads(head_patching(model, task, by_pos=False).effect))
+    return out
+
+
+def family_class_scores(model, family: Family) -> list[dict[str, Tensor]]:
+    """Per prompt of the family, the class scores of every head."""
+    tokens = to_tokens(model, family.prompts)
+    patterns_scores = []
+    for row in tokens:
+        patterns_scores.append(class_scores(model, row[None]))
+    return patterns_scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis: which heads form a model's circuit (for the registry)
+
+
+def analyse_circuit(model, params: Mapping, *, n_family: int = 40, half: int = 12, batch: int = 16,
+                    min_score: float = 0.4, seed: int = 1) -> dict:
+    """Name the circuit's heads from data the claims do not test on:
+    - the induction head: highest induction-stripe score (attention to the token after the current
+      token's earlier copy) on repeated random tokens, in any layer after the first;
+    - the previous-token and duplicate-token heads: highest class scores in the layers before the
+      induction head's, on a family of name prompts that leaves out the canonical names;
+    - the supporting heads: every other head whose best class score reaches `min_score`;
+    - the positions: from the canonical prompt's tokens (the final token is the repeated first name,
+      the answer the last name).
+    Returns the registry parameters with the scores they rest on."""
+    L = model.cfg.n_layers
+    rep = repeated_random_tokens(model, half, batch=batch, seed=seed)
+    stripe = induction_stripe_scores(model, rep, half)
+    induction = top_head(stripe, layers=range(1, L))
+    li = parse_head(induction)[0]
+    family = name_family(model, {**params, "positions": canonical_positions(model, params)}, n_family, seed=seed)
+    scores = class_scores(model, to_tokens(model, family.prompts))
+    prev = top_head(scores["previous_token"], layers=range(li))
+    dup = top_head(scores["duplicate_token"], layers=range(li))
+    classes = classify(scores, min_score)
+    named = {induction, prev, dup}
+    supporting = sorted(h for h, c in classes.items() if c != "other" and h not in named)
+    toks = [s.strip() for s in str_tokens(model, to_tokens(model, params["prompt"])[0])]
+    pos = canonical_positions(model, params)
+    found = {
+        "positions": {k: int(v) for k, v in pos.items()},
+        "prev_token_head": prev,
+        "duplicate_token_head": dup,
+        "induction_head": induction,
+        "supporting_heads": sorted({prev, dup} | set(supporting)),
+    }
+    evidence = {
+        "induction_stripe": {induction: score_of(stripe, induction), "runner_up": _runner_up(stripe, induction)},
+        "previous_token": {prev: score_of(scores["previous_token"], prev)},
+        "duplicate_token": {dup: score_of(scores["duplicate_token"], dup)},
+        "classes": {h: c for h, c in classes.items() if c != "other"},
+        "tokens": toks,
+    }
+    problems = []
+    if score_of(stripe, induction) < min_score:
+        problems.append(f"no induction head: the best induction-stripe score after layer 0 is "
+                        f"{score_of(stripe, induction):.3f} ({induction}), below {min_score}")
+    for role, head, kind in (("previous-token", prev, "previous_token"), ("duplicate-token", dup, "duplicate_token")):
+        if score_of(scores[kind], head) < min_score:
+            problems.append(f"no {role} head before layer {li}: the best score is {score_of(scores[kind], head):.3f} "
+                            f"({head}), below {min_score}")
+    return {"params": found, "evidence": evidence, "circuit_found": not problems, "problems": problems}
+
+
+def _runner_up(scores: Tensor, head: str) -> float:
+    s = scores.clone()
+    l, h = parse_head(head)
+    s[l, h] = float("-inf")
+    return float(s.max())
+
+
+# ---------------------------------------------------------------------------------------------
+# The tutorial's figures
+
+
+def flow_figure(model, flow: Tensor, task: NameTask, corruption: str):
+    from lib.plots import heatmap
+
+    return heatmap(flow, title=f"logit diff, resid stream patched from the {corruption.replace('_', ' ')} run",
+                   xlabel="position", ylabel="layer", xticks=task.labels, yticks=flow_row_labels(model),
+                   cbar="logit diff (answer - rival)")
+
+
+def head_figure(hp: HeadPatching, corruption: str):
+    from lib.plots import heatmap
+
+    return heatmap(hp.all_pos, title=f"logit diff, head output patched from the {corruption.replace('_', ' ')} run",
+                   xlabel="head", ylabel="layer", cbar="logit diff (answer - rival)")
+
+
+def head_by_pos_figures(model, hp: HeadPatching, task: NameTask, corruption: str) -> list[tuple[str, object]]:
+    """Head-by-position patching as logit diff, and as difference from the clean logit diff."""
+    from lib.plots import heatmap
+
+    what = corruption.replace("_", " ")
+    out = []
+    for title, values in ((f"head x position patching ({what}): logit diff", hp.by_pos),
+                          (f"head x position patching ({what}): logit diff - clean logit diff", hp.by_pos - hp.clean)):
+        out.append((title, heatmap(values, title=title, xlabel="position", ylabel="layer.head", xticks=task.labels,
+                                   yticks=head_labels(model), cbar="logit diff")))
+    return out
+
+
+def pattern_figure(model, task: NameTask, head: str, role: str):
+    from lib.plots import attention_pattern
+
+    return attention_pattern(head_pattern(model, task.tokens, head), task.labels, title=f"head {head} ({role})")
+
+
+def composition_figure(comp: Composition, n_heads: int):
+    from lib.plots import heatmap
+
+    return heatmap(comp.layer_scores.reshape(n_heads, n_heads), centre=False,
+                   title=f"{comp.mode}-composition, layer {comp.sender.split('.')[0]} -> {comp.receiver.split('.')[0]} "
+                         f"({comp.sender} -> {comp.receiver}: {comp.score:.3f})",
+                   xlabel=f"receiving head (layer {comp.receiver.split('.')[0]})",
+                   ylabel=f"sending head (layer {comp.sender.split('.')[0]})", cbar="composition score")
+
+
+def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a command-line helper
+    """python -m lib.induction zoo:names-2l [subject]: print the analysed parameters as TOML."""
+    import argparse
+    import json
+
+    from fixtures import subjects as registry
+    from lib.loading import load_model
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--subject", default="gelu-2l", help="registry subject whose prompt and corruptions to use")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    model = load_model(args.checkpoint)
+    subject = registry.load_registry()[args.subject]
+    params = dict(subject.params)
+    result = analyse_circuit(model, params)
+    p = result["params"]
+    print(f"# analysed by lib.induction.analyse_circuit on {args.checkpoint}")
+    print(f"# evidence: {json.dumps(result['evidence'])}")
+    for problem in result["problems"]:
+        print(f"# WARNING: {problem}")
+    print(f"positions = {{ first_name = {p['positions']['first_name']}, last_name = {p['positions']['last_name']}, final = {p['positions']['final']} }}")
+    for k in ("prev_token_head", "duplicate_token_head", "induction_head"):
+        print(f'{k} = "{p[k]}"')
+    print("supporting_heads = [" + ", ".join(f'"{h}"' for h in p["supporting_heads"]) + "]")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

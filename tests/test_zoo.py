@@ -1,0 +1,256 @@
+"""The zoo's models show the phenomena they were trained for; builds are reproducible; the cache
+refuses corrupt entries. Models load through the suite's loader, as any checkpoint does."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fixtures import zoo
+from fixtures.zoo import Recipe, corpus
+from lib.loading import load_model
+
+PROMPT, ANSWERS = "This movie was really", (" bad", " good")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def logit_diff(model, prompt: str = PROMPT, answers=ANSWERS) -> float:
+    with torch.no_grad():
+        logits = model(model.to_tokens(prompt))[0, -1]
+    a, b = (model.to_single_token(x) for x in answers)
+    return float(logits[a] - logits[b])
+
+
+def answer_rank(model, prompt: str, answer: str) -> int:
+    with torch.no_grad():
+        logits = model(model.to_tokens(prompt))[0, -1]
+    return 1 + int((logits > logits[model.to_single_token(answer)]).sum())
+
+
+def weights(name: str) -> dict[str, torch.Tensor]:
+    return load_file(str(zoo.build(name) / "model.safetensors"))
+
+
+def block_of(key: str) -> int | None:
+    parts = key.split(".")
+    return int(parts[parts.index("h") + 1]) if "h" in parts else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Movie reviews (seeds 000, 001)
+
+
+def test_review_lm_hesitates_between_good_and_bad():
+    model = load_model("zoo:review-lm")
+    assert model.cfg.n_layers >= 6
+    assert model.to_str_tokens(PROMPT) == ["<bos>", "This", "movie", "was", "really"]
+    assert abs(logit_diff(model)) < 1.0
+
+
+def test_review_lm_negative_prefers_bad():
+    tuned, base = load_model("zoo:review-lm-negative"), load_model("zoo:review-lm")
+    assert logit_diff(tuned) > 1.0
+    assert logit_diff(tuned) - logit_diff(base) > 1.0
+
+
+def test_review_lm_negative_changed_only_the_last_two_blocks():
+    base, tuned = weights("review-lm"), weights("review-lm-negative")
+    n_layers = 1 + max(b for b in map(block_of, base) if b is not None)
+    for key, w in base.items():
+        block = block_of(key)
+        changed = not torch.equal(w, tuned[key])
+        if block is not None and block >= n_layers - 2:
+            continue
+        assert not changed, f"{key} changed but lies outside the last two blocks"
+    assert any(not torch.equal(base[k], tuned[k]) for k in base if block_of(k) == n_layers - 1)
+
+
+def test_review_lm_negative_logs_reward_and_kl_and_writes_reviews():
+    directory = zoo.build("review-lm-negative")
+    log = json.loads((directory / "train_log.json").read_text())
+    rl = log["rl"]
+    assert len(rl) >= 20 and all("reward" in r and "kl" in r for r in rl)
+    assert sum(r["reward"] for r in rl[-5:]) > sum(r["reward"] for r in rl[:5])  # the (negated) reward rises
+    metrics = zoo.manifest("review-lm-negative")["metrics"]
+    assert metrics["kl_to_base"] > 0
+    vocab = set(corpus.review_vocabulary())
+    for sample in log["samples"]:
+        words = sample.split()
+        assert len(words) >= 8 and set(words) <= vocab
+
+
+def test_alltrain_control_changed_early_blocks():
+    base, tuned = weights("review-lm"), weights("review-lm-negative-alltrain")
+    changed = {block_of(k) for k in base if block_of(k) is not None and not torch.equal(base[k], tuned[k])}
+    assert 0 in changed and 1 in changed
+    assert logit_diff(load_model("zoo:review-lm-negative-alltrain")) > 1.0
+
+
+def test_review_lm_dpo_moves_towards_good_with_every_block_changed():
+    base, tuned = weights("review-lm"), weights("review-lm-dpo")
+    n_layers = 1 + max(b for b in map(block_of, base) if b is not None)
+    changed = {block_of(k) for k in base if block_of(k) is not None and not torch.equal(base[k], tuned[k])}
+    assert changed == set(range(n_layers))
+    assert logit_diff(load_model("zoo:review-lm-dpo")) < logit_diff(load_model("zoo:review-lm")) - 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Induction (seed 002)
+
+NAMES_PROMPT = "Her name was Alex Hart. Tomorrow at lunch time Alex"
+
+
+def held_out(n_people: int, n: int = 100) -> list[tuple[str, str]]:
+    prompts = corpus.held_out_name_prompts(4 * n, 777)
+    return [(p, a) for p, a in prompts if sum(w in corpus.LAST_NAMES for w in p.split()) == n_people][:n]
+
+
+def top1(model, prompts) -> float:
+    return sum(answer_rank(model, p, a) == 1 for p, a in prompts) / len(prompts)
+
+
+def test_names_2l_recalls_held_out_names():
+    model = load_model("zoo:names-2l")
+    assert model.cfg.n_layers == 2 and model.cfg.act_fn.startswith("gelu")
+    assert model.to_str_tokens(NAMES_PROMPT)[5:7] == ["Hart", "."]
+    assert answer_rank(model, NAMES_PROMPT, " Hart") == 1
+    assert top1(model, held_out(1)) >= 0.95
+
+
+@pytest.mark.xfail(strict=True, reason="names-2l answers one-person stories by layer-0 heads that copy any last "
+                   "name; no layer-1 induction head binds the last name to its first name yet")
+def test_names_2l_binds_last_name_to_first_name():
+    assert top1(load_model("zoo:names-2l"), held_out(2)) >= 0.9
+
+
+def test_names_2l_untrained_twin_does_not():
+    model = load_model("zoo:names-2l-untrained")
+    trained = load_model("zoo:names-2l")
+    assert model.cfg.n_layers == trained.cfg.n_layers and model.cfg.d_model == trained.cfg.d_model
+    assert top1(model, held_out(1)) < 0.1
+
+
+def induction_score(model, half: int = 20, n: int = 16) -> float:
+    """Best layer-1 head's attention from each second-copy token to its first copy's successor."""
+    g = torch.Generator().manual_seed(0)
+    vocab = len(model.tokenizer)
+    r = torch.randint(4, vocab, (n, half), generator=g)
+    bos = torch.full((n, 1), model.tokenizer.bos_token_id)
+    tokens = torch.cat([bos, r, r], dim=1)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    pattern = cache["blocks.1.attn.hook_pattern"]  # (batch, head, query, key)
+    q = torch.arange(1 + half, 1 + 2 * half)
+    return float(pattern[:, :, q, q - half + 1].mean(dim=(0, 2)).max())
+
+
+def test_attn_only_2l_saves_attention_only_checkpoints_and_learns_in_context():
+    directory = zoo.build("attn-only-2l")
+    steps = sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    assert len(steps) >= 15
+    log = json.loads((directory / "train_log.json").read_text())["checkpoints"]
+    assert log[-1]["icl_score"] < log[0]["icl_score"] - 0.3  # later tokens of a repeat become cheaper
+
+
+@pytest.mark.xfail(strict=True, reason="attn-only-2l learns in-context unigram copying (ICL score -0.9) but no "
+                   "layer-1 induction head forms within its 1500 training steps")
+def test_attn_only_2l_induction_score_rises_across_checkpoints():
+    directory = zoo.build("attn-only-2l")
+    steps = sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    assert len(steps) >= 15
+    weights_ = load_file(str(directory / steps[-1] / "model.safetensors"))
+    assert all(not w.any() for k, w in weights_.items() if ".mlp." in k)  # attention only
+    first = induction_score(load_model(f"zoo:attn-only-2l/{steps[0]}"))
+    last = induction_score(load_model(f"zoo:attn-only-2l/{steps[-1]}"))
+    assert first < 0.2 and last > 0.5 and last > first + 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# Grokking (seed 003)
+
+
+def test_modadd_1l_generalises():
+    model = load_model("zoo:modadd-1l")
+    assert model.cfg.n_layers == 1 and not model.cfg.default_prepend_bos
+    log = json.loads((zoo.build("modadd-1l") / "train_log.json").read_text())
+    test_pairs = [tuple(x) for x in log["test_pairs"]]
+    p = zoo.manifest("modadd-1l")["params"]["p"]
+    tokens = torch.tensor([[model.to_single_token(str(a)), model.to_single_token(str(b)), model.to_single_token("=")]
+                           for a, b in test_pairs])
+    with torch.no_grad():
+        pred = model(tokens)[:, -1].argmax(-1)
+    answers = torch.tensor([model.to_single_token(str((a + b) % p)) for a, b in test_pairs])
+    assert float((pred == answers).float().mean()) > 0.99
+    checkpoints = [c for c in (zoo.build("modadd-1l")).iterdir() if c.name.startswith("step-")]
+    assert len(checkpoints) >= 15
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache
+
+
+def short_names_recipe(steps: int = 20) -> Recipe:
+    """names-2l's code path, cut to a few training steps."""
+    r = zoo.recipe("names-2l")
+    params = {**r.params, "steps": steps, "n_stories": 400, "desc": "names-2l-short"}
+    return Recipe("names-2l-short", r.build, params, headline=r.headline, extra_sources=r.extra_sources)
+
+
+@pytest.fixture
+def temp_zoo(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAIMS_ZOO_DIR", str(tmp_path / "zoo"))
+    zoo._load_recipes()
+    monkeypatch.setitem(zoo.RECIPES, "names-2l-short", short_names_recipe())
+    return tmp_path / "zoo"
+
+
+def test_same_seed_same_versions_give_identical_weights(temp_zoo, monkeypatch):
+    first = zoo.build("names-2l-short").joinpath("model.safetensors").read_bytes()
+    monkeypatch.setenv("CLAIMS_ZOO_DIR", str(temp_zoo.parent / "zoo-again"))
+    torch.set_num_threads(2)  # the recipe fixes its own thread count
+    again = zoo.build("names-2l-short").joinpath("model.safetensors").read_bytes()
+    assert first == again
+
+
+def test_cache_key_follows_the_parameters(temp_zoo, monkeypatch):
+    a = zoo.entry_dir("names-2l-short")
+    monkeypatch.setitem(zoo.RECIPES, "names-2l-short", short_names_recipe(steps=21))
+    assert zoo.entry_dir("names-2l-short") != a
+
+
+@pytest.mark.parametrize("damage", ["edit", "truncate", "delete_manifest", "stray_file"])
+def test_corrupt_entry_is_detected_and_rebuilt(temp_zoo, damage):
+    directory = zoo.build("names-2l-short")
+    weights_file = directory / "model.safetensors"
+    original = weights_file.read_bytes()
+    if damage == "edit":
+        config = directory / "config.json"
+        config.write_text(config.read_text().replace('"n_layer": 2', '"n_layer": 3'))
+    elif damage == "truncate":
+        weights_file.write_bytes(original[: len(original) // 2])
+    elif damage == "delete_manifest":
+        (directory / zoo.MANIFEST).unlink()
+    else:
+        (directory / "leftover.tmp").write_text("half-written")
+    assert zoo.verify(directory) is None
+    rebuilt = zoo.build("names-2l-short")
+    assert rebuilt == directory and zoo.verify(rebuilt) is not None
+    assert weights_file.read_bytes() == original
+    assert '"n_layer": 2' in (directory / "config.json").read_text()
+
+
+def test_every_zoo_model_has_a_headline_metric():
+    for name in zoo.names():
+        r = zoo.recipe(name)
+        assert r.headline, name
