@@ -6,7 +6,6 @@ model runs, the named activations come from the tuned model on the same tokens; 
 model and 1 the tuned one.
 """
 import pytest
-import torch
 
 from fixtures.prompts import review_family
 from lib import pair as P

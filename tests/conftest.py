@@ -5,6 +5,12 @@ from pathlib import Path
 import pytest
 
 from fixtures import zoo
+from lib.loading import load_model
+
+# The induction task on the tiny vocabulary: clean, last-name corrupted, and the (clean, corrupt) answers.
+CLEAN = ["Her name was Alex Hart . Tomorrow at lunch time Alex", "His name was John Smith . Tomorrow at lunch time John"]
+CORRUPT = ["Her name was Alex Carroll . Tomorrow at lunch time Alex", "His name was John Jones . Tomorrow at lunch time John"]
+ANSWERS = [(" Hart", " Carroll"), (" Smith", " Jones")]
 
 
 def copy_checkpoint(name: str, dest: Path) -> Path:
@@ -46,3 +52,9 @@ def offline_hub(tmp_path, monkeypatch) -> Path:
     loading.hub_reachable.cache_clear()
     yield home
     loading.hub_reachable.cache_clear()
+
+
+@pytest.fixture(scope="module", params=["zoo:tiny-gpt2", "zoo:tiny-neox"])
+def model(request):
+    """Each tiny architecture in turn (a module may override it)."""
+    return load_model(request.param)

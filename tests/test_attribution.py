@@ -9,21 +9,11 @@ from hypothesis import strategies as st
 from lib import attribution as A
 from lib import patching as P
 from lib.loading import load_model
+from tests.conftest import ANSWERS, CLEAN, CORRUPT
 from lib.metrics import logit_diff
 from lib.prompts import answer_tokens, paired_tokens
 
-CLEAN = ["Her name was Alex Hart . Tomorrow at lunch time Alex", "His name was John Smith . Tomorrow at lunch time John"]
-CORRUPT = ["Her name was Alex Carroll . Tomorrow at lunch time Alex", "His name was John Jones . Tomorrow at lunch time John"]
-ANSWERS = [(" Hart", " Carroll"), (" Smith", " Jones")]
 HYPOTHESIS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _perturb_readout(model, seed=0):

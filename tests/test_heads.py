@@ -11,19 +11,6 @@ from lib.loading import load_model
 PROMPTS = ["Her name was Alex Hart . Tomorrow at lunch time Alex Hart", "His name was John Smith . Tomorrow at lunch time John Smith"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module", params=["zoo:tiny-gpt2", "zoo:tiny-neox"])
-def model(request):
-    return load_model(request.param)
-
-
 @pytest.fixture(scope="module")
 def compat_model():
     return load_model("zoo:tiny-gpt2", compatibility_mode=True)

@@ -10,7 +10,6 @@ from transformer_lens.utilities import get_act_name
 
 from lib import induction as I
 from lib.heads import composition_scores
-from lib.loading import load_model
 from lib.metrics import logit_diff
 from lib.prompts import differing_positions
 
@@ -24,19 +23,6 @@ PARAMS = {
         "second_first_name": "Her name was Alex Hart . Tomorrow at lunch time Sarah",
     },
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module", params=["zoo:tiny-gpt2", "zoo:tiny-neox"])
-def model(request):
-    return load_model(request.param)
 
 
 @pytest.fixture(scope="module")

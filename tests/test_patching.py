@@ -11,22 +11,12 @@ from hypothesis import strategies as st
 from lib import patching as P
 from lib.errors import HookNameError, HookNotFired, ShapeMismatch
 from lib.loading import load_model
+from tests.conftest import ANSWERS, CLEAN, CORRUPT
 from lib.metrics import logit_diff, logit_diff_metric
 from lib.prompts import answer_tokens, paired_tokens
 
 ATOL = 1e-4
-CLEAN = ["Her name was Alex Hart . Tomorrow at lunch time Alex", "His name was John Smith . Tomorrow at lunch time John"]
-CORRUPT = ["Her name was Alex Carroll . Tomorrow at lunch time Alex", "His name was John Jones . Tomorrow at lunch time John"]
-ANSWERS = [(" Hart", " Carroll"), (" Smith", " Jones")]
 HYPOTHESIS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Setup:

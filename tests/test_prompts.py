@@ -5,13 +5,7 @@ import pytest
 import torch
 
 from lib.errors import PromptError
-from lib.loading import load_model
 from lib.prompts import answer_token, answer_tokens, differing_positions, paired_tokens, str_tokens, to_tokens
-
-
-@pytest.fixture(scope="module", params=["zoo:tiny-gpt2", "zoo:tiny-neox"])
-def model(request):
-    return load_model(request.param)
 
 
 def test_answer_token(model):
