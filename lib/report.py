@@ -116,11 +116,17 @@ def _provenance_lines(prov: dict) -> list[str]:
         f"- git commit: {prov.get('git_commit')}{' (uncommitted changes)' if prov.get('git_dirty') else ''}",
         f"- versions: {versions}",
     ]
+    for name, subj in prov.get("subjects", {}).items():
+        refs = ", ".join(f"{role} `{ref}`" for role, ref in subj.get("checkpoints", {}).items())
+        lines.append(f"- subject {name} ({subj.get('origin')}): {subj.get('description') or '—'}; {refs}")
     for ref, c in prov.get("checkpoints", {}).items():
         lines.append(
             f"- checkpoint `{ref}`: sha256 {str(c.get('weights_sha256'))[:16]}…, "
             f"prepend_bos={c.get('prepend_bos')}, bos_token={c.get('bos_token')!r}"
+            + (f"; built with {_kv(c['zoo_metrics'])}" if c.get("zoo_metrics") else "")
         )
+        for sample in c.get("samples", []):
+            lines.append(f"  - sample: “{sample}”")
     return lines
 
 
