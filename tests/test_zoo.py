@@ -128,8 +128,6 @@ def test_names_2l_recalls_held_out_names():
     assert top1(model, held_out(1)) >= 0.95
 
 
-@pytest.mark.xfail(strict=True, reason="names-2l answers one-person stories by layer-0 heads that copy any last "
-                   "name; no layer-1 induction head binds the last name to its first name yet")
 def test_names_2l_binds_last_name_to_first_name():
     assert top1(load_model("zoo:names-2l"), held_out(2)) >= 0.9
 
@@ -163,8 +161,6 @@ def test_attn_only_2l_saves_attention_only_checkpoints_and_learns_in_context():
     assert log[-1]["icl_score"] < log[0]["icl_score"] - 0.3  # later tokens of a repeat become cheaper
 
 
-@pytest.mark.xfail(strict=True, reason="attn-only-2l learns in-context unigram copying (ICL score -0.9) but no "
-                   "layer-1 induction head forms within its 1500 training steps")
 def test_attn_only_2l_induction_score_rises_across_checkpoints():
     directory = zoo.build("attn-only-2l")
     steps = sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name.startswith("step-"))
