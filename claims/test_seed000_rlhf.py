@@ -101,7 +101,7 @@ def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
 def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
     """"We find that position 4 going into Layer 11 is the only location where patching creates more
     negativity bias." (seed 000, residual stream patching figure.)"""
-    resid = P.patch_sweeps(pair)["resid_pre"]
+    resid = P.patch_sweeps(pair, "resid_pre")["resid_pre"]
     tokens = pair.str_tokens()
     record.figure("resid_pre patching, tuned -> base", plots.heatmap(
         resid, title="normalised logit diff", xlabel="position", ylabel="layer", xticks=tokens))
@@ -114,7 +114,7 @@ def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
 def test_rlhf_06_attention_and_mlp_effects_sit_at_one_position(params, pair, record):
     """"We can patch the MLPs and attention layers as well. Once again, we find that position 4 is where
     the action is." (seed 000, attention-out and MLP-out patching figures.)"""
-    sweeps = P.patch_sweeps(pair)
+    sweeps = P.patch_sweeps(pair, "attn_out", "mlp_out")
     tokens = pair.str_tokens()
     for name in ("attn_out", "mlp_out"):
         record.figure(f"{name} patching, tuned -> base", plots.heatmap(
@@ -128,7 +128,7 @@ def test_rlhf_06_attention_and_mlp_effects_sit_at_one_position(params, pair, rec
 def test_rlhf_07_top_single_head(params, pair, record):
     """"Each head shown was tested independently, and the biggest changes in logit difference occurred in
     various heads in Layer 11--especially L11H10." (seed 000, single-head patching figure.)"""
-    heads = P.patch_sweeps(pair)["head_out"]
+    heads = P.patch_sweeps(pair, "head_out")["head_out"]
     record.figure("single-head patching, tuned -> base", plots.heatmap(
         heads, title="normalised logit diff", xlabel="head", ylabel="layer"))
     top = P.top_heads(heads, 3)
@@ -144,9 +144,9 @@ def test_rlhf_08_two_heads_flip_the_prediction(params, pair, base_model, tuned_m
     heads = [P.parse_head(h) for h in params["heads"]]
     patched = P.patched_heads_logit_diff(pair, heads)
     layers = tuned_layers(params, base_model)
-    best_single = P.best_head_sets(pair, layers, 1)[0]
-    best_pair = P.best_head_sets(pair, layers, 2)[0]
-    smallest, reached = P.smallest_flipping_set(pair, layers)
+    singles = P.best_head_sets(pair, layers, 1)
+    best_single, best_pair = singles[0], P.best_head_sets(pair, layers, 2)[0]
+    smallest, reached = P.smallest_flipping_set(pair, [s[0][0] for s in singles])
     record.measure(
         best_single_head={"heads": [P.head_name(h) for h in best_single[0]], "logit_diff": best_single[1]},
         best_pair={"heads": [P.head_name(h) for h in best_pair[0]], "logit_diff": best_pair[1]},

@@ -110,16 +110,19 @@ def top_heads(scores: Float[Tensor, "layer head"], k: int, layer: int | None = N
     return [(int(i) // n_heads, int(i) % n_heads) for i in flat]
 
 
-def patch_sweeps(pair: Pair) -> dict[str, Float[Tensor, "layer pos"] | Float[Tensor, "layer head"]]:
-    """Normalised tuned -> base patching effects: resid_pre, attn_out, mlp_out [layer, pos]; head_out [layer, head]."""
+SWEEPS = {
+    "resid_pre": patching.resid_pre_sweep,
+    "attn_out": patching.attn_out_sweep,
+    "mlp_out": patching.mlp_out_sweep,
+    "head_out": patching.head_out_sweep,
+}
+
+
+def patch_sweeps(pair: Pair, *fields: str) -> dict[str, Float[Tensor, "layer pos"] | Float[Tensor, "layer head"]]:
+    """Normalised tuned -> base patching effects for the named fields: resid_pre, attn_out, mlp_out
+    [layer, pos]; head_out [layer, head]."""
     metric = pair.normalised_metric()
-    args = (pair.base, pair.tokens, pair.tuned_cache, metric)
-    return {
-        "resid_pre": patching.resid_pre_sweep(*args),
-        "attn_out": patching.attn_out_sweep(*args),
-        "mlp_out": patching.mlp_out_sweep(*args),
-        "head_out": patching.head_out_sweep(*args),
-    }
+    return {f: SWEEPS[f](pair.base, pair.tokens, pair.tuned_cache, metric) for f in fields}
 
 
 def argmax2d(values: Float[Tensor, "rows cols"]) -> tuple[int, int]:
@@ -150,14 +153,13 @@ def best_head_sets(pair: Pair, layers: Sequence[int], size: int) -> list[tuple[t
     return [(sets[int(i)], float(values[int(i)])) for i in order]
 
 
-def smallest_flipping_set(pair: Pair, layers: Sequence[int]) -> tuple[list[Head] | None, float]:
-    """Greedy: add heads of `layers` in order of their single-head effect until the patched base model
-    prefers the first answer (logit diff > 0). Returns the set (None if all of them do not flip it) and
-    the logit diff reached."""
-    ranked = [s[0][0] for s in best_head_sets(pair, layers, 1)]
-    runs = [patching.head_patches(ranked[: k + 1]) for k in range(len(ranked))]
+def smallest_flipping_set(pair: Pair, ranked: Sequence[Head]) -> tuple[list[Head] | None, float]:
+    """Greedy: add heads in the order given (e.g. by single-head effect) until the patched base model
+    prefers the first answer (logit diff > 0). Returns the set (None if even all of them do not flip it)
+    and the logit diff reached."""
+    runs = [patching.head_patches(list(ranked[: k + 1])) for k in range(len(ranked))]
     values = patching.run_patches(pair.base, pair.tokens, pair.tuned_cache, runs, metrics.logit_diff_metric(pair.answers))
     for k, v in enumerate(values):
         if v > 0:
-            return ranked[: k + 1], float(v)
+            return list(ranked[: k + 1]), float(v)
     return None, float(values[-1])
