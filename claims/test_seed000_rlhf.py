@@ -11,6 +11,7 @@ from fixtures.prompts import review_family
 from lib import pair as P
 from lib import plots
 from lib.divergence import block_divergence
+from lib.heads import head_name, parse_head
 from lib.stats import fraction
 
 pytestmark = pytest.mark.seed000
@@ -89,12 +90,12 @@ def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
     Heads 4 and 9 in Layer 10 show significant differences." (seed 000, per-head DLA difference.)"""
     first_tuned = min(tuned_layers(params, base_model))
     diff = P.head_dla_diff(pair)
-    named = sorted(P.parse_head(h) for h in params["heads"])
+    named = sorted(parse_head(h) for h in params["heads"])
     top = sorted(P.top_heads(diff, len(named), layer=first_tuned))
     below = float(diff[:first_tuned].abs().max()) if first_tuned else 0.0
     record.figure("per-head DLA, tuned - base", plots.heatmap(diff, title="head DLA difference", xlabel="head", ylabel="layer"))
     record.expect("below_over_largest_change", below / float(diff.abs().max()), "<=", params.get("max_below_ratio", 0.01))
-    record.expect(f"top_heads_of_layer_{first_tuned}", [P.head_name(h) for h in top], "==", [P.head_name(h) for h in named])
+    record.expect(f"top_heads_of_layer_{first_tuned}", [head_name(*h) for h in top], "==", [head_name(*h) for h in named])
 
 
 @pytest.mark.RLHF_05
@@ -132,8 +133,8 @@ def test_rlhf_07_top_single_head(params, pair, record):
     record.figure("single-head patching, tuned -> base", plots.heatmap(
         heads, title="normalised logit diff", xlabel="head", ylabel="layer"))
     top = P.top_heads(heads, 3)
-    record.measure(top_heads={P.head_name(h): float(heads[h]) for h in top})
-    record.expect("top_head", P.head_name(top[0]), "==", P.head_name(P.parse_head(params["head"])))
+    record.measure(top_heads={head_name(*h): float(heads[h]) for h in top})
+    record.expect("top_head", head_name(*top[0]), "==", head_name(*parse_head(params["head"])))
 
 
 @pytest.mark.RLHF_08
@@ -141,16 +142,16 @@ def test_rlhf_08_two_heads_flip_the_prediction(params, pair, base_model, tuned_m
     """"Let's patch L10H4 and L10H9 at the same time and see if we can get the original model to flip
     from predicting 'good' to predicting 'bad.' [...] As we can see, it works!" (seed 000, two-head
     patching figure.) Also: is the named pair the smallest set that flips it?"""
-    heads = [P.parse_head(h) for h in params["heads"]]
+    heads = [parse_head(h) for h in params["heads"]]
     patched = P.patched_heads_logit_diff(pair, heads)
     layers = tuned_layers(params, base_model)
     singles = P.best_head_sets(pair, layers, 1)
     best_single, best_pair = singles[0], P.best_head_sets(pair, layers, 2)[0]
     smallest, reached = P.smallest_flipping_set(pair, [s[0][0] for s in singles])
     record.measure(
-        best_single_head={"heads": [P.head_name(h) for h in best_single[0]], "logit_diff": best_single[1]},
-        best_pair={"heads": [P.head_name(h) for h in best_pair[0]], "logit_diff": best_pair[1]},
-        smallest_flipping_head_set=[P.head_name(h) for h in smallest] if smallest else None,
+        best_single_head={"heads": [head_name(*h) for h in best_single[0]], "logit_diff": best_single[1]},
+        best_pair={"heads": [head_name(*h) for h in best_pair[0]], "logit_diff": best_pair[1]},
+        smallest_flipping_head_set=[head_name(*h) for h in smallest] if smallest else None,
         logit_diff_with_that_set=reached,
     )
 

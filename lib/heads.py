@@ -8,7 +8,7 @@ Scores are computed for every head from one forward pass and averaged over promp
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -23,6 +23,21 @@ KINDS: tuple[Kind, ...] = ("previous_token", "duplicate_token", "induction")
 
 # ---------------------------------------------------------------------------------------------
 # Detection patterns
+
+
+
+def parse_head(head: str | Sequence[int]) -> tuple[int, int]:
+    """'10.4' (layer.head, as the papers write it) or (10, 4) -> (10, 4)."""
+    if isinstance(head, str):
+        layer, _, index = head.partition(".")
+        return int(layer), int(index)
+    layer, index = head
+    return int(layer), int(index)
+
+
+def head_name(layer: int, head: int) -> str:
+    """(10, 4) -> '10.4'."""
+    return f"{layer}.{head}"
 
 
 def previous_token_pattern(tokens: Int[Tensor, "pos"]) -> Float[Tensor, "dest src"]:

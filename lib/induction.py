@@ -22,7 +22,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from lib.errors import PromptError
-from lib.heads import KINDS, attention_patterns, composition_scores, detection_pattern, induction_stripe_scores, repeated_random_tokens
+from lib.heads import KINDS, attention_patterns, head_name, parse_head, composition_scores, detection_pattern, induction_stripe_scores, repeated_random_tokens
 from lib.metrics import answer_rank, logit_diff, logit_diff_metric
 from lib.patching import donor_cache, head_out_by_pos_sweep, head_out_sweep, patched_logits, run_patches
 from lib.prompts import answer_token, differing_positions, paired_tokens, str_tokens, to_tokens
@@ -35,15 +35,6 @@ HEAD_ROLES = {"prev_token_head": "previous_token", "duplicate_token_head": "dupl
 
 # ---------------------------------------------------------------------------------------------
 # Heads written "layer.head"
-
-
-def parse_head(head: str) -> tuple[int, int]:
-    layer, _, h = str(head).partition(".")
-    return int(layer), int(h)
-
-
-def head_name(layer: int, head: int) -> str:
-    return f"{layer}.{head}"
 
 
 def head_labels(model) -> list[str]:

@@ -19,19 +19,6 @@ from lib.prompts import answer_tokens, to_tokens
 Head = tuple[int, int]
 
 
-def parse_head(head: str | Sequence[int]) -> Head:
-    """'10.4' (layer.head, as the papers write it) -> (10, 4)."""
-    if isinstance(head, str):
-        layer, _, index = head.partition(".")
-        return int(layer), int(index)
-    layer, index = head
-    return int(layer), int(index)
-
-
-def head_name(head: Head) -> str:
-    return f"{head[0]}.{head[1]}"
-
-
 def parse_component(name: str) -> str:
     """'mlp_out.10' -> '10_mlp_out' (the label of `attribution.component_logit_diffs`)."""
     kind, _, layer = name.partition(".")
