@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 import transformer_lens.patching as tlp
 
@@ -60,24 +61,20 @@ def test_resid_pre_reference(benchmark, bench):
     bench.reference["resid_pre"] = values
 
 
-def test_resid_pre_ours(benchmark, bench):
-    benchmark.group = "resid_pre"
-    benchmark.extra_info.update(sweep="resid_pre", impl="lib")
-    metric = logit_diff_metric(bench.answers)
-    values = benchmark.pedantic(
-        P.resid_pre_sweep, args=(bench.model, bench.corrupted, bench.clean_cache, metric), rounds=3, iterations=1
-    )
-    _check(benchmark, bench, "resid_pre", values)
+# "lib": the default; "lib-every-patch-run": without answering identical-value patches from the
+# unpatched run, i.e. batching and layer/position skipping only.
+OURS = [pytest.param("lib", {}, 3, id="default"),
+        pytest.param("lib-every-patch-run", {"skip_identical": False}, 1, id="every-patch-run")]
 
 
-def test_resid_pre_ours_every_patch_run(benchmark, bench):
-    """Without answering identical-value patches from the unpatched run: batching and layer/position skipping only."""
+@pytest.mark.parametrize("impl, kwargs, rounds", OURS)
+def test_resid_pre_ours(benchmark, bench, impl, kwargs, rounds):
     benchmark.group = "resid_pre"
-    benchmark.extra_info.update(sweep="resid_pre", impl="lib-every-patch-run")
+    benchmark.extra_info.update(sweep="resid_pre", impl=impl)
     metric = logit_diff_metric(bench.answers)
     values = benchmark.pedantic(
-        P.resid_pre_sweep, args=(bench.model, bench.corrupted, bench.clean_cache, metric),
-        kwargs={"skip_identical": False}, rounds=1, iterations=1,
+        P.resid_pre_sweep, args=(bench.model, bench.corrupted, bench.clean_cache, metric), kwargs=kwargs,
+        rounds=rounds, iterations=1,
     )
     _check(benchmark, bench, "resid_pre", values)
 
@@ -98,22 +95,13 @@ def test_head_by_pos_reference(benchmark, bench):
     bench.reference["head_by_pos"] = (cells, values)
 
 
-def test_head_by_pos_ours(benchmark, bench):
+@pytest.mark.parametrize("impl, kwargs, rounds", OURS)
+def test_head_by_pos_ours(benchmark, bench, impl, kwargs, rounds):
     benchmark.group = "head_by_pos"
-    benchmark.extra_info.update(sweep="head_by_pos", impl="lib")
+    benchmark.extra_info.update(sweep="head_by_pos", impl=impl)
     metric = logit_diff_metric(bench.answers)
     values = benchmark.pedantic(
-        P.head_out_by_pos_sweep, args=(bench.model, bench.corrupted, bench.clean_cache, metric), rounds=2, iterations=1
-    )
-    _check(benchmark, bench, "head_by_pos", values)
-
-
-def test_head_by_pos_ours_every_patch_run(benchmark, bench):
-    benchmark.group = "head_by_pos"
-    benchmark.extra_info.update(sweep="head_by_pos", impl="lib-every-patch-run")
-    metric = logit_diff_metric(bench.answers)
-    values = benchmark.pedantic(
-        P.head_out_by_pos_sweep, args=(bench.model, bench.corrupted, bench.clean_cache, metric),
-        kwargs={"skip_identical": False}, rounds=1, iterations=1,
+        P.head_out_by_pos_sweep, args=(bench.model, bench.corrupted, bench.clean_cache, metric), kwargs=kwargs,
+        rounds=min(rounds, 2), iterations=1,
     )
     _check(benchmark, bench, "head_by_pos", values)
