@@ -1,7 +1,7 @@
 """Checkpoint references -> TransformerBridge.
 
 A reference is one of
-- `zoo:NAME`: a model of the in-house zoo, built into its cache on first use;
+- `zoo:NAME`: a model of the in-house zoo (shipped with the suite, verified against its manifest);
 - a local directory in Hugging Face format (config.json, safetensors weights, tokenizer files);
 - a Hugging Face Hub id (`gpt2`, `lvwerra/gpt2-imdb`), read from the local Hub cache, and downloaded
   only where the Hub is reachable.
@@ -62,9 +62,11 @@ def resolve(ref: str | os.PathLike, *, allow_pickle: bool = False) -> Checkpoint
 
         name, _, sub = ref[4:].partition("/")  # zoo:NAME or zoo:NAME/SUBDIR (a saved training step)
         try:
-            path = zoo.build(name) / sub if sub else zoo.build(name)
+            path = zoo.path(name) / sub if sub else zoo.path(name)
         except KeyError as e:
             raise CheckpointError(str(e.args[0])) from None
+        except zoo.ZooError as e:
+            raise CheckpointError(str(e)) from None
         if not path.is_dir():
             raise CheckpointError(f"zoo model {name} has no {sub!r}; it has: {', '.join(sorted(p.name for p in path.parent.iterdir() if p.is_dir()))}")
         return _validated(ref, path, "zoo", allow_pickle)

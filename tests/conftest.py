@@ -15,7 +15,7 @@ ANSWERS = [(" Hart", " Carroll"), (" Smith", " Jones")]
 
 def copy_checkpoint(name: str, dest: Path) -> Path:
     """A writable copy of zoo checkpoint `name` (without its manifest) at `dest`."""
-    shutil.copytree(zoo.build(name), dest, ignore=shutil.ignore_patterns(zoo.MANIFEST))
+    shutil.copytree(zoo.path(name), dest, ignore=shutil.ignore_patterns(zoo.MANIFEST))
     return dest
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 
 from fixtures import zoo
 from fixtures.zoo import Recipe, corpus
+from lib.errors import CheckpointError
 from lib.loading import load_model
 
 PROMPT, ANSWERS = "This movie was really", (" bad", " good")
@@ -39,7 +41,7 @@ def answer_rank(model, prompt: str, answer: str) -> int:
 
 
 def weights(name: str) -> dict[str, torch.Tensor]:
-    return load_file(str(zoo.build(name) / "model.safetensors"))
+    return load_file(str(zoo.path(name) / "model.safetensors"))
 
 
 def block_of(key: str) -> int | None:
@@ -77,7 +79,7 @@ def test_review_lm_negative_changed_only_the_last_two_blocks():
 
 
 def test_review_lm_negative_logs_reward_and_kl_and_writes_reviews():
-    directory = zoo.build("review-lm-negative")
+    directory = zoo.path("review-lm-negative")
     log = json.loads((directory / "train_log.json").read_text())
     rl = log["rl"]
     assert len(rl) >= 20 and all("reward" in r and "kl" in r for r in rl)
@@ -154,7 +156,7 @@ def induction_score(model, half: int = 20, n: int = 16) -> float:
 
 
 def test_attn_only_2l_saves_attention_only_checkpoints_and_learns_in_context():
-    directory = zoo.build("attn-only-2l")
+    directory = zoo.path("attn-only-2l")
     steps = sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name.startswith("step-"))
     assert len(steps) >= 15
     log = json.loads((directory / "train_log.json").read_text())["checkpoints"]
@@ -162,7 +164,7 @@ def test_attn_only_2l_saves_attention_only_checkpoints_and_learns_in_context():
 
 
 def test_attn_only_2l_induction_score_rises_across_checkpoints():
-    directory = zoo.build("attn-only-2l")
+    directory = zoo.path("attn-only-2l")
     steps = sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name.startswith("step-"))
     assert len(steps) >= 15
     weights_ = load_file(str(directory / steps[-1] / "model.safetensors"))
@@ -179,7 +181,7 @@ def test_attn_only_2l_induction_score_rises_across_checkpoints():
 def test_modadd_1l_generalises():
     model = load_model("zoo:modadd-1l")
     assert model.cfg.n_layers == 1 and not model.cfg.default_prepend_bos
-    log = json.loads((zoo.build("modadd-1l") / "train_log.json").read_text())
+    log = json.loads((zoo.path("modadd-1l") / "train_log.json").read_text())
     test_pairs = [tuple(x) for x in log["test_pairs"]]
     p = zoo.manifest("modadd-1l")["params"]["p"]
     tokens = torch.tensor([[model.to_single_token(str(a)), model.to_single_token(str(b)), model.to_single_token("=")]
@@ -188,7 +190,7 @@ def test_modadd_1l_generalises():
         pred = model(tokens)[:, -1].argmax(-1)
     answers = torch.tensor([model.to_single_token(str((a + b) % p)) for a, b in test_pairs])
     assert float((pred == answers).float().mean()) > 0.99
-    checkpoints = [c for c in (zoo.build("modadd-1l")).iterdir() if c.name.startswith("step-")]
+    checkpoints = [c for c in (zoo.path("modadd-1l")).iterdir() if c.name.startswith("step-")]
     assert len(checkpoints) >= 15
 
 
@@ -212,10 +214,10 @@ def temp_zoo(tmp_path, monkeypatch):
 
 
 def test_same_seed_same_versions_give_identical_weights(temp_zoo, monkeypatch):
-    first = zoo.build("names-2l-short").joinpath("model.safetensors").read_bytes()
+    first = zoo.path("names-2l-short").joinpath("model.safetensors").read_bytes()
     monkeypatch.setenv("CLAIMS_ZOO_DIR", str(temp_zoo.parent / "zoo-again"))
     torch.set_num_threads(2)  # the recipe fixes its own thread count
-    again = zoo.build("names-2l-short").joinpath("model.safetensors").read_bytes()
+    again = zoo.path("names-2l-short").joinpath("model.safetensors").read_bytes()
     assert first == again
 
 
@@ -227,7 +229,7 @@ def test_cache_key_follows_the_parameters(temp_zoo, monkeypatch):
 
 @pytest.mark.parametrize("damage", ["edit", "truncate", "delete_manifest", "stray_file"])
 def test_corrupt_entry_is_detected_and_rebuilt(temp_zoo, damage):
-    directory = zoo.build("names-2l-short")
+    directory = zoo.path("names-2l-short")
     weights_file = directory / "model.safetensors"
     original = weights_file.read_bytes()
     if damage == "edit":
@@ -240,7 +242,7 @@ def test_corrupt_entry_is_detected_and_rebuilt(temp_zoo, damage):
     else:
         (directory / "leftover.tmp").write_text("half-written")
     assert zoo.verify(directory) is None
-    rebuilt = zoo.build("names-2l-short")
+    rebuilt = zoo.path("names-2l-short")
     assert rebuilt == directory and zoo.verify(rebuilt) is not None
     assert weights_file.read_bytes() == original
     assert '"n_layer": 2' in (directory / "config.json").read_text()
@@ -250,3 +252,76 @@ def test_every_zoo_model_has_a_headline_metric():
     for name in zoo.names():
         r = zoo.recipe(name)
         assert r.headline, name
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped zoo
+
+
+@pytest.mark.parametrize("name", zoo.shipped_names())
+def test_shipped_model_is_its_recipes_current_output(name):
+    """A recipe whose code or parameters changed must be re-shipped (`python -m fixtures.zoo --rebuild
+    NAME --ship`): the shipped manifest names the recipe hash it was built from."""
+    manifest = zoo.manifest(name)
+    assert manifest["recipe_hash"] == zoo.recipe(name).hash(), (
+        f"recipe {name} changed since its model was shipped: `python -m fixtures.zoo --rebuild {name} --ship`")
+    assert set(manifest["versions"]) >= {"torch", "transformers", "transformer-lens"}
+    assert manifest["metrics"], name
+
+
+def test_recipe_hash_ignores_library_versions_and_prose(monkeypatch):
+    before = zoo.recipe("names-2l").hash()
+    monkeypatch.setattr("lib.versions.library_versions", lambda: {"torch": "0.0"})
+    assert zoo.recipe("names-2l").hash() == before
+    code = "def f(x):\n    return x + 1\n"
+    prose = 'def f(x):\n    """Adds one."""\n    # why: because\n    return x + 1\n'
+    assert zoo.code_digest(code) == zoo.code_digest(prose)
+    assert zoo.code_digest(code) != zoo.code_digest(code.replace("+ 1", "+ 2"))
+
+
+@pytest.fixture
+def shipped_copy(tmp_path, monkeypatch):
+    """A writable copy of the shipped tiny-gpt2, used as the shipped zoo; nothing may be built."""
+    shipped = tmp_path / "models"
+    shutil.copytree(zoo.SHIPPED_DIR / "tiny-gpt2", shipped / "tiny-gpt2")
+    monkeypatch.setattr(zoo, "SHIPPED_DIR", shipped)
+    monkeypatch.setattr(zoo, "REPO_ROOT", tmp_path)
+    monkeypatch.delenv("CLAIMS_ZOO_DIR", raising=False)
+    monkeypatch.setattr(zoo, "build", lambda *a, **k: pytest.fail("a shipped model must never be trained"))
+    zoo._verified_shipped.cache_clear()
+    yield shipped / "tiny-gpt2"
+    zoo._verified_shipped.cache_clear()
+
+
+def test_shipped_model_loads_by_verifying_only(shipped_copy):
+    assert zoo.path("tiny-gpt2") == shipped_copy
+
+
+@pytest.mark.parametrize("damage", ["edit", "truncate", "missing", "stray_file"])
+def test_damaged_shipped_model_is_an_error_naming_the_file(shipped_copy, damage):
+    weights_file = shipped_copy / "model.safetensors"
+    if damage == "edit":
+        (shipped_copy / "config.json").write_text((shipped_copy / "config.json").read_text().replace("64", "65"))
+        culprit = "config.json"
+    elif damage == "truncate":
+        weights_file.write_bytes(weights_file.read_bytes()[:1000])
+        culprit = "model.safetensors"
+    elif damage == "missing":
+        weights_file.unlink()
+        culprit = "model.safetensors"
+    else:
+        (shipped_copy / "leftover.tmp").write_text("half-written")
+        culprit = "leftover.tmp"
+    with pytest.raises(zoo.ZooError) as e:
+        zoo.path("tiny-gpt2")
+    message = str(e.value)
+    assert culprit in message and "git checkout" in message and "--rebuild tiny-gpt2" in message
+    assert "\n" not in message
+    with pytest.raises(CheckpointError, match=culprit):
+        load_model("zoo:tiny-gpt2")
+
+
+def test_unshipped_model_is_an_error_not_a_build(shipped_copy):
+    shutil.rmtree(shipped_copy)
+    with pytest.raises(zoo.ZooError, match="is not shipped"):
+        zoo.path("tiny-gpt2")
