@@ -7,7 +7,9 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any
 
-VERDICTS = ("holds", "refuted", "expected-refuted", "not-run")
+# regression: a refutation registered for the subject did not come out as registered;
+# error: the claim's measurement did not complete (a bad input, a broken checkpoint, a bug).
+VERDICTS = ("holds", "refuted", "expected-refuted", "regression", "error", "not-run")
 
 OPS = {
     "<": operator.lt,
@@ -19,6 +21,23 @@ OPS = {
     "in": lambda a, b: a in b,
     "not in": lambda a, b: a not in b,
 }
+
+
+class CheckFailed(AssertionError):
+    """A claim's check that failed: its name, the measured value, and the threshold it missed."""
+
+    def __init__(self, claim: str, subject: str, check: str, value: Any, op: str, threshold: Any):
+        self.claim, self.subject = claim, subject
+        self.check, self.value, self.op, self.threshold = check, value, op, threshold
+        super().__init__(f"{claim} on {subject}: {check} = {_fmt(value)}, the claim needs {op} {_fmt(threshold)}")
+
+    def __reduce__(self):  # pickled with its fields, not with the message alone
+        return CheckFailed, (self.claim, self.subject, self.check, self.value, self.op, self.threshold)
+
+    @property
+    def measured(self) -> str:
+        """`check = value, needs op threshold`: the failing figure as this run measured it."""
+        return f"{self.check} = {_fmt(self.value)}, needs {self.op} {_fmt(self.threshold)}"
 
 
 @dataclass
@@ -54,15 +73,18 @@ class ClaimRecord:
         self.measured.update({k: _plain(v) for k, v in values.items()})
 
     def expect(self, name: str, value: Any, op: str, threshold: Any) -> None:
-        """Record `value` and its threshold; raise AssertionError naming both if `value op threshold` fails."""
+        """Record `value` and its threshold; raise CheckFailed naming both if `value op threshold` fails."""
         value, threshold = _plain(value), _plain(threshold)
         self.measured[name] = value
         self.threshold[name] = f"{op} {_fmt(threshold)}"
         ok = OPS[op](value, threshold)
         if not ok or (isinstance(value, float) and math.isnan(value)):
-            raise AssertionError(
-                f"{self.claim} on {self.subject}: {name} = {_fmt(value)}, the claim needs {op} {_fmt(threshold)}"
-            )
+            raise CheckFailed(self.claim, self.subject, name, value, op, threshold)
+
+    def check_figures(self, names) -> str:
+        """`name = value, needs op threshold` for those of `names` this record measured."""
+        return "; ".join(f"{n} = {_fmt(self.measured[n])}, needs {self.threshold[n]}"
+                         for n in names if n in self.threshold)
 
     def figure(self, title: str, fig) -> None:
         """Keep a matplotlib figure as PNG for the report (and close it)."""

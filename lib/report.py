@@ -18,8 +18,12 @@ from pathlib import Path
 from lib.records import ClaimRecord
 from lib.versions import library_versions
 
-VERDICT_ORDER = {"refuted": 0, "holds": 1, "expected-refuted": 2, "not-run": 3}
-VERDICT_COLOUR = {"holds": "#1a7f37", "refuted": "#cf222e", "expected-refuted": "#9a6700", "not-run": "#6e7781"}
+VERDICT_ORDER = {"regression": 0, "error": 1, "refuted": 2, "holds": 3, "expected-refuted": 4, "not-run": 5}
+VERDICT_COLOUR = {"holds": "#1a7f37", "refuted": "#cf222e", "expected-refuted": "#9a6700", "regression": "#a40e26",
+                  "error": "#8250df", "not-run": "#6e7781"}
+# Verdicts that say the suite itself moved (a registered refutation that no longer comes out as
+# registered, a measurement that did not complete): they stand out from the findings.
+ALARM_STYLE = {"regression": "background:#a40e26;color:#ffffff", "error": "background:#8250df;color:#ffffff"}
 
 
 def provenance(checkpoints: dict[str, dict], repo: Path | None = None, **extra) -> dict:
@@ -141,7 +145,7 @@ def _markdown(records: list[ClaimRecord], prov: dict, figure_paths: dict, out_di
         "|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        cells = [r.claim, r.subject, f"**{r.verdict}**", _kv(r.measured), _kv(r.threshold, " "), _kv(r.published), r.reason]
+        cells = [r.claim, r.subject, _md_verdict(r.verdict), _kv(r.measured), _kv(r.threshold, " "), _kv(r.published), r.reason]
         lines.append("| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ") for x in cells) + " |")
     lines += ["", "## Provenance", "", *_provenance_lines(prov), ""]
     figured = [r for r in records if r.figures or r.tables]
@@ -156,6 +160,10 @@ def _markdown(records: list[ClaimRecord], prov: dict, figure_paths: dict, out_di
                 lines += ["", f"**{t.title}**", "", *_markdown_table(t)]
             lines.append("")
     return "\n".join(lines)
+
+
+def _md_verdict(verdict: str) -> str:
+    return f"**⚠ {verdict.upper()}**" if verdict in ALARM_STYLE else f"**{verdict}**"
 
 
 def _cell(v) -> str:
@@ -177,12 +185,19 @@ def _html_table(t) -> str:
     return f'<div class="tbl"><b>{e(t.title)}</b><table class="inner"><tr>{head}</tr>{body}</table></div>'
 
 
+def _verdict_style(verdict: str, alarm: bool = True) -> str:
+    return ALARM_STYLE[verdict] if alarm and verdict in ALARM_STYLE else f"color:{VERDICT_COLOUR.get(verdict, '#000')}"
+
+
+def _html_count(verdict: str, n: int) -> str:
+    return f'<span class="verdict" style="{_verdict_style(verdict, alarm=n > 0)}">{n} {html.escape(verdict)}</span>'
+
+
 def _html(records: list[ClaimRecord], prov: dict) -> str:
     e = html.escape
     c = counts(records)
     rows = []
     for r in records:
-        colour = VERDICT_COLOUR.get(r.verdict, "#000")
         figs = "".join(
             f'<figure><img alt="{e(f.title)}" src="data:image/png;base64,{base64.b64encode(f.png).decode()}">'
             f"<figcaption>{e(f.title)}</figcaption></figure>"
@@ -190,14 +205,12 @@ def _html(records: list[ClaimRecord], prov: dict) -> str:
         ) + "".join(_html_table(t) for t in r.tables)
         rows.append(
             f"<tr><td><b>{e(r.claim)}</b><br><small>{e(r.statement)}</small></td><td>{e(r.subject)}</td>"
-            f'<td style="color:{colour}"><b>{e(r.verdict)}</b></td><td>{e(_kv(r.measured))}</td>'
+            f'<td><b class="verdict" style="{_verdict_style(r.verdict)}">{e(r.verdict)}</b></td><td>{e(_kv(r.measured))}</td>'
             f"<td>{e(_kv(r.threshold, sep=' '))}</td><td>{e(_kv(r.published))}</td><td>{e(r.reason)}</td></tr>"
             + (f'<tr><td colspan="7" class="figs">{figs}</td></tr>' if figs else "")
         )
     prov_items = "".join(f"<li>{e(line[2:])}</li>" for line in _provenance_lines(prov))
-    summary = " · ".join(
-        f'<span style="color:{VERDICT_COLOUR[v]}">{n} {e(v)}</span>' for v, n in c.items()
-    )
+    summary = " · ".join(_html_count(v, n) for v, n in c.items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Claim report</title>
 <style>
@@ -212,6 +225,7 @@ figcaption {{ font-size: 12px; color: #57606a; }}
 div.tbl {{ display: inline-block; margin: 4px 12px 8px 0; vertical-align: top; }}
 table.inner {{ width: auto; }}
 table.inner td, table.inner th {{ font-size: 12px; padding: 2px 6px; }}
+.verdict {{ padding: 1px 4px; border-radius: 3px; }}
 </style></head><body>
 <h1>Claim report</h1>
 <p>{summary}</p>

@@ -1,12 +1,13 @@
 """The claims plugin end to end (ad-hoc subjects, verdicts, skips) and the atomic report writer."""
 import json
 import os
+import pickle
 
 import pytest
 import transformer_lens.model_bridge  # noqa: F401  imported once: pytester's in-process runs re-import new modules
 
 from lib import report as report_mod
-from lib.records import ClaimRecord
+from lib.records import VERDICTS, CheckFailed, ClaimRecord
 from tests.conftest import copy_checkpoint
 
 CLAIM_TESTS = '''
@@ -41,6 +42,7 @@ checkpoints = {{ model = "{ckpt}" }}
 [subjects.known-shallow.claims.IND-04]
 min_layers = 5
 expect = "refuted"
+fails = ["n_layers"]
 reason = "a three-layer model"
 
 [subjects.offline-pair]
@@ -89,8 +91,8 @@ def test_verdicts_skips_and_report(claims_project):
     assert rows[("IND-04", "too-shallow")]["verdict"] == "refuted"
     assert "n_layers = 3" in rows[("IND-04", "too-shallow")]["reason"]
     known = rows[("IND-04", "known-shallow")]
-    assert known["verdict"] == "expected-refuted" and "a three-layer model" in known["reason"]
-    assert "n_layers = 3" in known["reason"]
+    assert known["verdict"] == "expected-refuted"
+    assert known["reason"] == "a three-layer model (measured: n_layers = 3, needs >= 5)"
     offline = rows[("RLHF-01", "offline-pair")]
     assert offline["verdict"] == "not-run"
     assert "nobody/base-model" in offline["reason"] and "\n" not in offline["reason"]
@@ -132,6 +134,9 @@ def test_corrupt_checkpoint_fails_with_one_line(claims_project):
     result = run(pytester, "--subject-file", "subjects.toml", "-m", "IND_04", "-k", "deep")
     result.assert_outcomes(errors=1, deselected=4)
     result.stdout.fnmatch_lines(["*model.safetensors is truncated*"])
+    (row,) = json.loads((pytester.path / "out" / "claims.json").read_text())["results"]
+    assert row["verdict"] == "error" and "model.safetensors is truncated" in row["reason"]
+    assert "\n" not in row["reason"] and not row["reason"].startswith("error: ")
 
 
 def _records(n: int = 2) -> list[ClaimRecord]:
@@ -181,10 +186,15 @@ def test_interrupted_write_leaves_the_previous_report_whole(tmp_path, monkeypatc
 def test_expect_puts_value_and_threshold_in_the_message():
     r = ClaimRecord(claim="RLHF-01", subject="pair")
     r.expect("tuned_logit_diff", 2.5, ">", 1.0)
-    with pytest.raises(AssertionError, match=r"RLHF-01 on pair: base_logit_diff = -3, the claim needs > -1"):
+    with pytest.raises(CheckFailed, match=r"RLHF-01 on pair: base_logit_diff = -3, the claim needs > -1") as failed:
         r.expect("base_logit_diff", -3.0, ">", -1.0)
+    assert isinstance(failed.value, AssertionError)
+    assert (failed.value.check, failed.value.value, failed.value.op, failed.value.threshold) == ("base_logit_diff", -3.0, ">", -1.0)
+    assert failed.value.measured == "base_logit_diff = -3, needs > -1"
+    copy = pickle.loads(pickle.dumps(failed.value))
+    assert (copy.check, str(copy)) == ("base_logit_diff", str(failed.value))
     assert r.threshold == {"tuned_logit_diff": "> 1", "base_logit_diff": "> -1"}
-    with pytest.raises(AssertionError):
+    with pytest.raises(CheckFailed):
         r.expect("nan", float("nan"), "!=", 0.0)
 
 
@@ -212,3 +222,22 @@ def test_tables_appear_in_all_three_reports(tmp_path):
     assert "<th>VADER</th>" in paths["claims.html"].read_text()
     (table,) = json.loads(paths["claims.json"].read_text())["results"][0]["tables"]
     assert table["rows"][1] == ["a|b", -1.5, -0.9]
+
+
+def test_regressions_and_errors_stand_out_in_every_report(tmp_path):
+    assert set(report_mod.VERDICT_ORDER) == set(VERDICTS) == set(report_mod.VERDICT_COLOUR)
+    rows = [ClaimRecord(claim="LFP-01", subject="pair", verdict="regression",
+                        reason="registered as refuted by top_share, but every check held (top_share = 0.67, needs > 0.5)"),
+            ClaimRecord(claim="IND-04", subject="broken", verdict="error", reason="ValueError: no such layer"),
+            ClaimRecord(claim="IND-04", subject="fine", verdict="holds")]
+    rows[0].measure(top_share=0.67)
+    paths = report_mod.write_report(rows, {"versions": {}, "checkpoints": {}}, tmp_path)
+    md = paths["claims.md"].read_text()
+    assert "1 regression · 1 error · 0 refuted · 1 holds" in md
+    assert "| LFP-01 | pair | **⚠ REGRESSION** | top_share = 0.67 |" in md
+    assert "**⚠ ERROR**" in md and "**holds**" in md
+    html = paths["claims.html"].read_text()
+    assert html.count(report_mod.ALARM_STYLE["regression"]) == 2  # the summary count and the row
+    assert html.count(report_mod.ALARM_STYLE["error"]) == 2
+    doc = json.loads(paths["claims.json"].read_text())
+    assert [r["verdict"] for r in doc["results"]] == ["error", "holds", "regression"]

@@ -14,8 +14,11 @@ answers = [" bad", " good"]
 heads = ["10.4", "10.9"]
 [subjects.my-pair.claims.RLHF-02]
 expect = "refuted"
+fails = ["frozen_blocks_max_abs_weight_change"]
 reason = "every block was trained"
 """
+
+REFUTATION = "[subjects.x.claims.RLHF-04]\nexpect = 'refuted'\n"
 
 
 def test_registry_loads_and_names_only_known_claims():
@@ -40,8 +43,8 @@ def test_claim_params_overlay_subject_params(tmp_path):
     (s,) = registry.load(f).values()
     assert s.claim_params("RLHF-08") == {"prompt": "This movie was really", "answers": [" bad", " good"],
                                          "heads": ["10.4", "10.9"]}
-    assert s.expectation("RLHF-02") == ("refuted", "every block was trained")
-    assert s.expectation("RLHF-01") == ("holds", "")
+    assert s.refutation("RLHF-02") == registry.Refutation(("frozen_blocks_max_abs_weight_change",), "every block was trained")
+    assert s.refutation("RLHF-01") is None
 
 
 def test_adhoc_pair_takes_checkpoints_from_the_command_line(tmp_path):
@@ -58,7 +61,12 @@ def test_adhoc_pair_takes_checkpoints_from_the_command_line(tmp_path):
     [
         ("[subjects.x.claims.NOPE-01]", "unknown claim ID"),
         ("[subjects.x]\ncheckpoints = { donor = 'a' }", "unknown checkpoint role"),
-        ("[subjects.x.claims.RLHF-01]\nexpect = 'refuted'", "needs a reason"),
+        (REFUTATION + "fails = ['below_over_largest_change']", "needs a reason"),
+        (REFUTATION + "reason = 'every block was trained'", "needs fails = "),
+        (REFUTATION + "fails = []\nreason = 'every block was trained'", "needs fails = "),
+        (REFUTATION + "fails = 'below_over_largest_change'\nreason = 'every block was trained'", "needs fails = "),
+        (REFUTATION + "fails = [1]\nreason = 'every block was trained'", "needs fails = "),
+        ("[subjects.x.claims.RLHF-04]\nfails = ['below_over_largest_change']", "add expect = \"refuted\""),
         ("[subjects.x.claims.RLHF-01]\nexpect = 'maybe'", "expect must be"),
         ("[subjects", "not valid TOML"),
         ("title = 'nothing'", "defines no"),
@@ -82,3 +90,25 @@ def test_unknown_subject_name():
 def test_origin_filter():
     assert all(s.origin == "zoo" for s in registry.select(origin="zoo").values())
     assert all(s.origin == "hub" for s in registry.select(origin="hub").values())
+
+
+def test_a_reason_with_a_measured_figure_is_refused_in_one_line():
+    text = REFUTATION + "fails = ['below_over_largest_change']\nreason = 'per-head DLA differences below layer 4 reach 0.28'"
+    with pytest.raises(registry.RegistryError) as e:
+        registry.parse(text, "zoo/subjects.toml")
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith("zoo/subjects.toml, subject 'x', claim RLHF-04: the reason carries a figure")
+    assert "reach 0.28" in message and "say why in words" in message
+
+
+def test_a_reason_may_name_the_setup():
+    text = REFUTATION + 'fails = ["below_over_largest_change"]\nreason = "blocks 0-3 were frozen; the paper\'s l1 1e-3"'
+    (s,) = registry.parse(text, "f.toml").values()
+    assert s.refutation("RLHF-04") == registry.Refutation(("below_over_largest_change",),
+                                                          "blocks 0-3 were frozen; the paper's l1 1e-3")
+
+
+def test_both_registries_register_refutations_by_check():
+    refutations = [s.refutation(c) for s in registry.load_registry().values() for c in s.claims]
+    assert sum(r is not None for r in refutations) > 0
