@@ -35,7 +35,11 @@ def _sampled_cells(bench):
 
 
 def _check(benchmark, bench, name, ours):
-    """Same numbers as the reference (on the cells it ran); the largest difference goes into extra_info."""
+    """Same numbers as the reference (on the cells it ran); the largest difference goes into extra_info,
+    with the paths the sweeps took (as checked for this model and token shape)."""
+    status = P.fast_path_status(bench.model, bench.corrupted)
+    fast, truncate, why = status if status is not None else (False, False, "never checked")
+    benchmark.extra_info.update(bench.paths, fast=fast, truncate=truncate, why_slow=why, atol=ATOL)
     ref = bench.reference.get(name)
     if ref is None:
         return

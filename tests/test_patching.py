@@ -74,6 +74,95 @@ def test_fast_path_that_fails_its_check_is_not_used(setup, monkeypatch):
 def test_fast_path_is_on(setup):
     rec = P.recipient_run(setup.model, setup.corrupted)
     assert rec.fast and rec.truncate, rec.why_slow
+    assert all(kv is not None and kv[0].shape[-2] == setup.corrupted.shape[1] for kv in rec.kv)
+    assert P.fast_path_status(setup.model, setup.corrupted) == (True, True, "")
+
+
+def _no_cache_handed(monkeypatch):
+    monkeypatch.setattr(P, "_is_kv_cache", lambda value: False)
+
+
+def _only_the_blocks_own_slot(monkeypatch):
+    monkeypatch.setattr(P, "_kv_names", lambda slots: slots)
+
+
+def _fast_path_breaks(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(P, "_run_blocks", broken)
+
+
+def _recording_breaks(monkeypatch):
+    def broken(slots):
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(P, "_kv_names", broken)
+
+
+def _blocks_not_callable_one_by_one(monkeypatch):
+    def unbindable(block, args, kwargs):
+        raise TypeError("no signature")
+
+    monkeypatch.setattr(P, "_bind", unbindable)
+
+
+@pytest.mark.parametrize("disturb, because", [
+    (None, None),
+    (_no_cache_handed, None),  # the cache it does not see then goes into the replayed calls: a fault or not
+    (_only_the_blocks_own_slot, None),  # whether the attention reads the block's own slot depends on the version
+    (_fast_path_breaks, "fast path"),
+    (_recording_breaks, "recording the block calls failed"),
+    (_blocks_not_callable_one_by_one, "one by one"),
+])
+@pytest.mark.parametrize("n_pos", [1, None])
+def test_why_slow_is_said_whenever_a_path_is_off(setup, monkeypatch, disturb, because, n_pos):
+    monkeypatch.setattr(P, "_VERIFIED", P.weakref.WeakKeyDictionary())
+    if disturb is not None:
+        disturb(monkeypatch)
+    tokens = setup.corrupted[:, :n_pos]
+    rec = P.recipient_run(setup.model, tokens)
+    assert rec.fast or not rec.truncate
+    if not (rec.fast and rec.truncate):
+        assert rec.why_slow
+    if n_pos == 1 and rec.fast:
+        assert "single position" in rec.why_slow
+    elif because is not None:
+        assert because in rec.why_slow
+    # whichever path runs, a patch that copies the recipient's own values gives the model's own logits
+    name = "blocks.1.hook_resid_pre"
+    own = P.run_patches(setup.model, tokens, {name: rec.acts[name]}, [[(name, (slice(None), -1))]],
+                        recipient=rec, skip_identical=False)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(own, setup.model(tokens), atol=ATOL, rtol=0)
+
+
+def test_kv_problem_says_why_positions_cannot_be_skipped():
+    assert "single position" in P._kv_problem(1, [["cache", "layer_past"]], [1])
+    assert "no key/value cache" in P._kv_problem(5, [["layer_past"], []], [1, 0])
+    assert "never used" in P._kv_problem(5, [["cache", "layer_past"]] * 2, [1, 0])
+    assert "more than once" in P._kv_problem(5, [["cache", "layer_past"]] * 2, [1, 2])
+    assert P._kv_problem(5, [["cache", "layer_past"]] * 2, [1, 1]) == ""
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_check_tolerance_is_relative_to_the_logits_scale(scale):
+    reference = torch.linspace(-1.0, 1.0, 101) * scale
+    tol = P.check_tolerance(reference)
+    assert tol == pytest.approx(P._CHECK_FACTOR * 1.3e-6 * scale)
+    at_zero = torch.zeros_like(reference)
+    at_zero[50] = 1.0  # the logit that is 0: the scale of all logits sets the limit, not its own size
+    assert P.mismatch(reference + 0.99 * tol * at_zero, reference) == ""
+    assert "tolerance" in P.mismatch(reference + 1.01 * tol * at_zero, reference)
+    not_a_number = reference.clone()
+    not_a_number[50] = float("nan")
+    assert P.mismatch(not_a_number, reference)
+    assert P.mismatch(reference[:-1], reference)
+
+
+def test_check_tolerance_in_half_precision_is_capped():
+    reference = torch.linspace(-1.0, 1.0, 101, dtype=torch.bfloat16) * 8
+    assert P.check_tolerance(reference) == pytest.approx(P._CHECK_MAX_RTOL * 8)
 
 
 @pytest.mark.parametrize("ours,reference", SWEEPS, ids=[s[0].__name__ for s in SWEEPS])
