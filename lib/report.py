@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lib.records import ClaimRecord
+from lib.records import ClaimRecord, Table
 from lib.versions import library_versions
 
 VERDICT_ORDER = {"regression": 0, "error": 1, "refuted": 2, "holds": 3, "expected-refuted": 4, "not-run": 5}
@@ -134,6 +134,27 @@ def _provenance_lines(prov: dict) -> list[str]:
     return lines
 
 
+def _rebuild_tables(prov: dict) -> list[Table]:
+    """The zoo's reproducibility, as its last full rebuild from the recipes measured it."""
+    rb = prov.get("zoo_rebuild")
+    if not rb:
+        return []
+    m = rb.get("machine", {})
+    where = f"{rb.get('created')}, {m.get('processor')}, kernels {m.get('cpu_capability')}"
+    models = Table(f"Zoo rebuilt from its recipes ({where}): shipped vs rebuilt build metric",
+                   ["model", "metric", "shipped", "rebuilt", "identical weight files"],
+                   [[x["model"], x["metric"], x["shipped"], x["rebuilt"],
+                     f"{x['identical_weight_files']}/{x['weight_files']}"] for x in rb.get("models", [])])
+    out = [models]
+    if rb.get("verdicts"):
+        rows = [[v["claim"], v["subject"], v["verdict"], "yes" if v["reproduced"] else "no"] for v in rb["verdicts"]]
+        n = sum(v["reproduced"] for v in rb["verdicts"])
+        out.append(Table(f"Registered verdicts on the rebuilt zoo: {n} of {len(rows)} reproduced",
+                         ["claim", "subject", "verdict on the rebuilt models", "reproduced"],
+                         sorted(rows, key=lambda r: (r[3], r[0], r[1]))))
+    return out
+
+
 def _markdown(records: list[ClaimRecord], prov: dict, figure_paths: dict, out_dir: Path) -> str:
     c = counts(records)
     lines = [
@@ -148,6 +169,8 @@ def _markdown(records: list[ClaimRecord], prov: dict, figure_paths: dict, out_di
         cells = [r.claim, r.subject, _md_verdict(r.verdict), _kv(r.measured), _kv(r.threshold, " "), _kv(r.published), r.reason]
         lines.append("| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ") for x in cells) + " |")
     lines += ["", "## Provenance", "", *_provenance_lines(prov), ""]
+    for t in _rebuild_tables(prov):
+        lines += [f"**{t.title}**", "", *_markdown_table(t), ""]
     figured = [r for r in records if r.figures or r.tables]
     if figured:
         lines += ["## Figures and tables", ""]
@@ -233,5 +256,6 @@ table.inner td, table.inner th {{ font-size: 12px; padding: 2px 6px; }}
 {''.join(rows)}
 </table>
 <h2>Provenance</h2><ul>{prov_items}</ul>
+{''.join(_html_table(t) for t in _rebuild_tables(prov))}
 </body></html>
 """

@@ -241,3 +241,16 @@ def test_regressions_and_errors_stand_out_in_every_report(tmp_path):
     assert html.count(report_mod.ALARM_STYLE["error"]) == 2
     doc = json.loads(paths["claims.json"].read_text())
     assert [r["verdict"] for r in doc["results"]] == ["error", "holds", "regression"]
+
+
+def test_zoo_rebuild_table_appears_in_the_reports(tmp_path):
+    rebuild = {"created": "2026-01-01T00:00:00+00:00", "machine": {"processor": "x86_64", "cpu_capability": "DEFAULT"},
+               "models": [{"model": "review-lm", "metric": "logit_diff", "shipped": -0.061, "rebuilt": -0.058,
+                           "weight_files": 1, "identical_weight_files": 0}],
+               "verdicts": [{"claim": "RLHF-07", "subject": "review-pair", "verdict": "regression", "reproduced": False},
+                            {"claim": "RLHF-01", "subject": "review-pair", "verdict": "holds", "reproduced": True}]}
+    paths = report_mod.write_report(_records(1), {"versions": {}, "checkpoints": {}, "zoo_rebuild": rebuild}, tmp_path)
+    md, page = paths["claims.md"].read_text(), paths["claims.html"].read_text()
+    for text in (md, page):
+        assert "Zoo rebuilt from its recipes" in text and "kernels DEFAULT" in text
+        assert "1 of 2 reproduced" in text and "0/1" in text
