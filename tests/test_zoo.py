@@ -325,3 +325,21 @@ def test_unshipped_model_is_an_error_not_a_build(shipped_copy):
     shutil.rmtree(shipped_copy)
     with pytest.raises(zoo.ZooError, match="is not shipped"):
         zoo.path("tiny-gpt2")
+
+
+def test_rebuild_compares_the_shipped_and_rebuilt_model(temp_zoo, tmp_path, monkeypatch):
+    from fixtures.zoo import rebuild
+
+    built = zoo.path("names-2l-short")
+    shipped = tmp_path / "models"
+    shutil.copytree(built, shipped / "names-2l-short")
+    monkeypatch.setattr(zoo, "SHIPPED_DIR", shipped)
+    row = rebuild.compare_model("names-2l-short", built)
+    assert row["identical_weight_files"] == row["weight_files"] == 1 and row["recipe_hash_matches"]
+    assert row["shipped"] == row["rebuilt"] is not None
+    other = tmp_path / "other"
+    shutil.copytree(built, other)
+    manifest = json.loads((other / zoo.MANIFEST).read_text())
+    manifest["files"]["model.safetensors"] = "0" * 64
+    (other / zoo.MANIFEST).write_text(json.dumps(manifest))
+    assert rebuild.compare_model("names-2l-short", other)["identical_weight_files"] == 0
