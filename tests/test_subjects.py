@@ -112,3 +112,147 @@ def test_a_reason_may_name_the_setup():
 def test_both_registries_register_refutations_by_check():
     refutations = [s.refutation(c) for s in registry.load_registry().values() for c in s.claims]
     assert sum(r is not None for r in refutations) > 0
+
+
+LIKE = """
+[subjects.base]
+origin = "zoo"
+description = "the trained model"
+checkpoints = { model = "zoo:base" }
+unavailable = "not built yet"
+[subjects.base.params]
+prompt = "Her name was Alex Hart. Tomorrow at lunch time Alex"
+answer = " Hart"
+positions = { first_name = 4, final = 11 }
+[subjects.base.claims.IND-01]
+max_rank = 1
+[subjects.base.claims.IND-02]
+layer = 0
+[subjects.base.claims.IND-07]
+min_score = 0.4
+family_size = 40
+expect = "refuted"
+fails = ["duplicate_token_score_0.5"]
+reason = "no duplicate-token head forms"
+by_construction = "a caveat of the trained model"
+
+[subjects.control]
+like = "base"
+checkpoints = { model = "zoo:control" }
+[subjects.control.params]
+answer = " Carroll"
+positions = { final = 12 }
+[subjects.control.claims.IND-01]
+[subjects.control.claims.IND-07]
+family_size = 20
+[subjects.control.claims.IND-08]
+min_percentile = 0.9
+"""
+
+
+def test_like_inherits_params_and_the_same_claims_tables():
+    subjects = registry.parse(LIKE, "f.toml")
+    control = subjects["control"]
+    assert (control.origin, control.description) == ("zoo", "the trained model")
+    assert control.checkpoints == {"model": "zoo:control"}
+    assert control.unavailable == ""  # never inherited
+    assert control.params == {"prompt": "Her name was Alex Hart. Tomorrow at lunch time Alex", "answer": " Carroll",
+                              "positions": {"final": 12}}  # a value given replaces the inherited one whole
+    assert list(control.claims) == ["IND-01", "IND-07", "IND-08"]  # IND-02 is not registered on the control
+    assert control.claim_params("IND-01")["max_rank"] == 1
+    assert control.claim_params("IND-07") == {**control.params, "min_score": 0.4, "family_size": 20}
+    assert control.claims["IND-08"] == {"min_percentile": 0.9}
+    assert subjects["base"].claims["IND-07"]["family_size"] == 40  # the subject it is like is untouched
+
+
+def test_like_never_inherits_a_refutation():
+    control = registry.parse(LIKE, "f.toml")["control"]
+    for key in ("expect", "fails", "reason", "by_construction"):
+        assert key not in control.claims["IND-07"]
+    assert control.refutation("IND-07") is None
+    text = LIKE + "expect = 'refuted'\nfails = ['Q_composition_percentile']\nreason = 'untrained'\n"  # on IND-08
+    assert registry.parse(text, "f.toml")["control"].refutation("IND-08") == registry.Refutation(
+        ("Q_composition_percentile",), "untrained")
+
+
+def test_a_like_chain_resolves_link_by_link():
+    text = LIKE + """
+[subjects.grandchild]
+like = "control"
+[subjects.grandchild.params]
+prompt = "Her name was Sam Hart. Tomorrow at lunch time Sam"
+[subjects.grandchild.claims.IND-07]
+min_score = 0.5
+"""
+    g = registry.parse(text, "f.toml")["grandchild"]
+    assert g.checkpoints == {"model": "zoo:control"} and g.origin == "zoo"
+    assert g.claim_params("IND-07") == {"prompt": "Her name was Sam Hart. Tomorrow at lunch time Sam",
+                                        "answer": " Carroll", "positions": {"final": 12},
+                                        "min_score": 0.5, "family_size": 20}
+    assert g.refutation("IND-07") is None
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[subjects.x]\nlike = 'bsae'\n[subjects.base.claims.IND-04]",
+         "f.toml, subject 'x': like = 'bsae' names no subject of f.toml (did you mean 'base'?); `like` takes the NAME"),
+        ("[subjects.a]\nlike = 'b'\n[subjects.b]\nlike = 'c'\n[subjects.c]\nlike = 'a'",
+         "f.toml, subject 'c': like = 'a' closes a cycle (a -> b -> c -> a); let one of them state its entries"),
+        ("[subjects.a]\nlike = 'a'", "f.toml, subject 'a': like = 'a' closes a cycle (a -> a)"),
+        ("[subjects.a]\nlike = 1", "f.toml, subject 'a': like must be the name of another subject"),
+    ],
+)
+def test_unknown_like_and_cycles_are_one_line_errors(text, problem):
+    with pytest.raises(registry.RegistryError) as e:
+        registry.parse(text, "f.toml")
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith(problem)
+
+
+SHARED = """
+[subjects.lm.params]
+prompt = "This movie was really"
+[subjects.lm.claims."SAE-*"]
+sae = { layer = 1 }
+heldout_text = { reviews = 400, seed = 41 }
+[subjects.lm.claims.SAE-01]
+min_loss_recovered = 0.76
+[subjects.lm.claims.SAE-02]
+heldout_text = { reviews = 100, seed = 7 }
+[subjects.lm.claims.N2G-01]
+layers = [4, 5]
+"""
+
+
+def test_a_shared_claim_block_lies_under_the_matching_claims_only():
+    (s,) = registry.parse(SHARED, "f.toml").values()
+    assert list(s.claims) == ["SAE-01", "SAE-02", "N2G-01"]
+    assert s.claim_params("SAE-01") == {"prompt": "This movie was really", "sae": {"layer": 1},
+                                        "heldout_text": {"reviews": 400, "seed": 41}, "min_loss_recovered": 0.76}
+    assert s.claim_params("SAE-02")["heldout_text"] == {"reviews": 100, "seed": 7}
+    assert s.claim_params("N2G-01") == {"prompt": "This movie was really", "layers": [4, 5]}
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (SHARED + "[subjects.lm.claims.\"IND-*\"]\nmin_score = 0.4", "claim block 'IND-\\*' matches none of the claims"),
+        (SHARED.replace("sae = ", "expect = 'refuted'\nsae = "), "expect belong\\(s\\) in each claim's own table"),
+    ],
+)
+def test_bad_shared_claim_blocks_are_named(text, problem):
+    with pytest.raises(registry.RegistryError, match=problem):
+        registry.parse(text, "f.toml")
+
+
+def test_zoo_controls_take_their_subjects_tables_but_not_their_refutations():
+    subjects = registry.load(registry.ZOO_REGISTRY)
+    trained, control = subjects["names-2l"], subjects["names-2l-untrained"]
+    assert control.params == trained.params and control.checkpoints == {"model": "zoo:names-2l-untrained"}
+    for c in control.claims:
+        own = {k: v for k, v in control.claim_params(c).items() if k not in ("expect", "fails", "reason")}
+        assert own == {k: v for k, v in trained.claim_params(c).items() if k not in ("expect", "fails", "reason")}
+    assert control.refutation("IND-07").fails != trained.refutation("IND-07").fails
+    assert subjects["review-lm-untrained"].refutation("N2G-01") is None
+    assert subjects["review-lm"].refutation("N2G-01") is not None
