@@ -32,8 +32,9 @@ report: zoo
 	status=$$?; [ $$status -le 1 ] || exit $$status
 	@echo "report: reports/claims.html, reports/claims.md, reports/claims.json"
 
-# The lib's own tests and every claim on the zoo subjects; any failure fails.
+# The linter, the lib's own tests and every claim on the zoo subjects; any failure fails.
 test: zoo
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests claims --origin zoo
 
 # The zoo claims under this CPU's kernels and under another CPU's, each with its own cache of trained

@@ -84,7 +84,7 @@ def test_n2g_01_graphs_predict_neurons_better_than_token_identity(subject, param
         {"graph": [s.graph_f1 for s in scores], "token baseline": [s.baseline_f1 for s in scores]},
         labels=[str(s.neuron) for s in scores], title="held-out firing F1 per neuron", ylabel="F1"))
     wins = fraction([s.graph_wins for s in scores])
-    mean = lambda values: sum(values) / len(scores)  # noqa: E731
+    mean = lambda values: sum(values) / len(scores)
     record.measure(graph_better=wins.as_json(),
                    mean_graph_f1=mean(s.graph_f1 for s in scores),
                    mean_baseline_f1=mean(s.baseline_f1 for s in scores),

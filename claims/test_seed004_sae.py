@@ -148,7 +148,7 @@ def test_sae_04_tuning_only_latent_scale_and_bias(subject, params, model, record
     changed in tuning, among all the model's and the SAE's, are exactly c and d."""
     sae, _ = trained_sae(model, params)
     hook, spec = hook_name(params["sae"]), params["tuning"]
-    pairs = lambda table: T.pair_tokens(model, corpus.preference_pairs(table["pairs"], table["seed"]))  # noqa: E731
+    pairs = lambda table: T.pair_tokens(model, corpus.preference_pairs(table["pairs"], table["seed"]))
     train, validation, heldout = pairs(spec), pairs(params["validation_pairs"]), pairs(params["heldout_pairs"])
     key = {"model": model.checkpoint.weights_sha256, "pairs": spec["pairs"], "seed": spec["seed"]}
     untuned = S.splice_hooks(hook, sae)
@@ -165,7 +165,7 @@ def test_sae_04_tuning_only_latent_scale_and_bias(subject, params, model, record
     before, after = fraction(T.preferred(model, heldout, untuned)), fraction(T.preferred(model, heldout, tuned))
     prompts, n = params["sample_prompts"], params["samples_per_prompt"]
     texts_before, texts_after = samples(model, prompts, n, untuned), samples(model, prompts, n, tuned)
-    reward = lambda texts: sum(map(corpus.vader_reward, texts)) / len(texts)  # noqa: E731
+    reward = lambda texts: sum(map(corpus.vader_reward, texts)) / len(texts)
     tokens, mask = reviews(model, params["heldout_text"])
     acts = S.hook_acts(model, tokens, mask, hook)
 
@@ -173,7 +173,7 @@ def test_sae_04_tuning_only_latent_scale_and_bias(subject, params, model, record
                  ["lr", "validation pairs preferring the positive review", "95% CI", "chosen"],
                  [[x, run[2].value, f"{run[2].low:.3f}-{run[2].high:.3f}", x == lr] for x, run in runs.items()])
     record.figure("DPO through c and d", sae_plots.training_curves(log, ["loss", "accuracy"], title="latent tuning"))
-    top_tokens = lambda i: " | ".join(T.top_activating_tokens(model, sae, tokens, mask, acts, i))  # noqa: E731
+    top_tokens = lambda i: " | ".join(T.top_activating_tokens(model, sae, tokens, mask, acts, i))
     record.table("latents whose activations the tuning changed most",
                  ["latent", "c", "d", "mean activation before", "after", "top-activating tokens (untuned)"],
                  [[m["latent"], m["c"], m["d"], m["mean_before"], m["mean_after"], top_tokens(m["latent"])]

@@ -8,8 +8,8 @@ whether or not LayerNorm was folded at load time.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -59,7 +59,7 @@ def _ln_params(model) -> tuple[Tensor | None, Tensor | None, bool]:
     return (None if w is None else w.detach()), (None if b is None or rms else b.detach()), not rms
 
 
-def _unembed(model) -> tuple[Float[Tensor, "d_model d_vocab"], Float[Tensor, "d_vocab"]]:
+def _unembed(model) -> tuple[Float[Tensor, "d_model d_vocab"], Float[Tensor, " d_vocab"]]:
     W_U = model.W_U.detach()
     try:
         b_U = model.b_U.detach()
@@ -100,7 +100,7 @@ def project_logit_diff(
     return (scale_stack(model, cache, stack, pos) * directions).sum(-1)
 
 
-def readout_bias(model, answer_tokens: Tensor, batch: int = 1) -> Float[Tensor, "batch"]:
+def readout_bias(model, answer_tokens: Tensor, batch: int = 1) -> Float[Tensor, " batch"]:
     """The part of the logit diff that no component writes: b_ln . direction + b_U[correct] - b_U[wrong]."""
     pairs = _pairs(answer_tokens, batch)
     _, b, _ = _ln_params(model)
@@ -133,7 +133,7 @@ def accumulated_resid(model, cache, pos: int = -1, incl_mid: bool = False) -> tu
 
 def logit_lens(
     model, cache, answer_tokens: Tensor, pos: int = -1, incl_mid: bool = False, per_prompt: bool = False
-) -> tuple[Float[Tensor, "point"], list[str]]:
+) -> tuple[Float[Tensor, " point"], list[str]]:
     """Logit diff read off the accumulated residual stream at each layer, scaled by the final LayerNorm
     scale from the cache (seed 000); the constant readout bias is left out, as there."""
     stack, labels = accumulated_resid(model, cache, pos, incl_mid)
@@ -144,7 +144,7 @@ def logit_lens(
 @torch.no_grad()
 def fresh_logit_lens(
     model, cache, answer_tokens: Tensor, pos: int = -1, per_prompt: bool = False
-) -> tuple[Float[Tensor, "point"], list[str]]:
+) -> tuple[Float[Tensor, " point"], list[str]]:
     """Logit diff of the accumulated residual stream at each layer read through the model's own final
     LayerNorm (a fresh scale per point) and unembedding: equal residual streams give equal values, also
     between two models whose final scales differ."""
@@ -182,7 +182,7 @@ def decompose_resid(model, cache, pos: int = -1) -> tuple[Float[Tensor, "compone
 
 def component_logit_diffs(
     model, cache, answer_tokens: Tensor, pos: int = -1, per_prompt: bool = False
-) -> tuple[Float[Tensor, "component"], list[str]]:
+) -> tuple[Float[Tensor, " component"], list[str]]:
     """Direct contribution of each component to the logit diff, with the readout bias last: they sum to
     the model's logit diff."""
     stack, labels = decompose_resid(model, cache, pos)
@@ -191,7 +191,7 @@ def component_logit_diffs(
     return (values if per_prompt else values.mean(-1)), labels + ["bias"]
 
 
-def layer_logit_diffs(model, cache, answer_tokens: Tensor, pos: int = -1) -> dict[str, Float[Tensor, "layer"]]:
+def layer_logit_diffs(model, cache, answer_tokens: Tensor, pos: int = -1) -> dict[str, Float[Tensor, " layer"]]:
     """Per-layer attention and MLP contributions to the (mean) logit diff."""
     values, labels = component_logit_diffs(model, cache, answer_tokens, pos)
     by = dict(zip(labels, values))

@@ -36,7 +36,7 @@ def param_diffs(base, tuned) -> dict[str, Tensor]:
     return out
 
 
-def block_divergence(base, tuned, n_layers: int | None = None) -> dict[str, Float[Tensor, "layer"]]:
+def block_divergence(base, tuned, n_layers: int | None = None) -> dict[str, Float[Tensor, " layer"]]:
     """Per block: the L2 norm of the parameter change, the same relative to the base's norm, and the max
     absolute change (0 exactly where the block was frozen)."""
     n_layers = n_layers or base.cfg.n_layers
@@ -51,8 +51,3 @@ def block_divergence(base, tuned, n_layers: int | None = None) -> dict[str, Floa
         mx[layer] = torch.maximum(mx[layer], d.abs().max())
     return {"l2": sq.sqrt(), "relative_l2": sq.sqrt() / ref.sqrt(), "max_abs": mx}
 
-
-def outside_blocks_max_abs(base, tuned) -> float:
-    """Max absolute change of the parameters outside the blocks (embeddings, final norm, unembedding)."""
-    diffs = [d.abs().max() for n, d in param_diffs(base, tuned).items() if block_of(n) is None]
-    return float(max(diffs)) if diffs else 0.0

@@ -14,10 +14,10 @@ LayerNorm stands between the neurons and the unembedding.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ class ModularTask:
     """Modular addition as one model sees it: p, the token ids of 0..p-1 and '=', the split."""
 
     p: int
-    number_ids: Int[Tensor, "p"]
+    number_ids: Int[Tensor, " p"]
     eq_id: int
     train: Pairs
     test: Pairs
@@ -57,7 +57,7 @@ class ModularTask:
         return torch.cat([ids, torch.full((len(pairs), 1), self.eq_id)], -1)
 
 
-def number_ids(model, p: int, eq: str = "=") -> tuple[Int[Tensor, "p"], int]:
+def number_ids(model, p: int, eq: str = "=") -> tuple[Int[Tensor, " p"], int]:
     """Token ids of the numbers '0'..'p-1' and of `eq` in the model's vocabulary."""
     tok = model.tokenizer
     words = [str(i) for i in range(p)] + [eq]
@@ -104,18 +104,18 @@ def check_frequencies(freqs: Iterable[int], p: int) -> list[int]:
     return freqs
 
 
-def power_spectrum(embed: Float[Tensor, "p d"]) -> Float[Tensor, "freq"]:
+def power_spectrum(embed: Float[Tensor, "p d"]) -> Float[Tensor, " freq"]:
     """Power per frequency 1..p//2 of the embedding over the inputs 0..p-1 (constant term removed)."""
     spectrum = torch.fft.rfft(embed.double() - embed.double().mean(0), dim=0).abs().pow(2).sum(-1)
     return spectrum[1:].float()
 
 
-def power_share(power: Float[Tensor, "freq"], freqs: Sequence[int]) -> float:
+def power_share(power: Float[Tensor, " freq"], freqs: Sequence[int]) -> float:
     """Share of the total power held by `freqs` (1-based frequencies)."""
     return float(power[[f - 1 for f in freqs]].sum() / power.sum())
 
 
-def top_frequencies(power: Float[Tensor, "freq"], k: int) -> list[int]:
+def top_frequencies(power: Float[Tensor, " freq"], k: int) -> list[int]:
     return sorted(int(i) + 1 for i in torch.argsort(power, descending=True)[:k])
 
 
@@ -160,7 +160,7 @@ def grid_logits(model, task: ModularTask) -> Float[Tensor, "p*p p"]:
     return logits[:, task.number_ids].float()
 
 
-def _rows(task: ModularTask, pairs: Pairs) -> Int[Tensor, "n"]:
+def _rows(task: ModularTask, pairs: Pairs) -> Int[Tensor, " n"]:
     return pairs[:, 0] * task.p + pairs[:, 1]
 
 
@@ -276,7 +276,7 @@ def grokking_phases(curve: Sequence[Progress], fit_acc: float = 0.99) -> Phases:
 # The paper's figures
 
 
-def spectrum_figure(power: Float[Tensor, "freq"], freqs: Sequence[int], label: str = "the claimed key frequencies"):
+def spectrum_figure(power: Float[Tensor, " freq"], freqs: Sequence[int], label: str = "the claimed key frequencies"):
     """Share of the embedding's power at each frequency, `freqs` highlighted."""
     import matplotlib.pyplot as plt
 

@@ -8,7 +8,8 @@ Scores are computed for every head from one forward pass and averaged over promp
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -40,19 +41,19 @@ def head_name(layer: int, head: int) -> str:
     return f"{layer}.{head}"
 
 
-def previous_token_pattern(tokens: Int[Tensor, "pos"]) -> Float[Tensor, "dest src"]:
+def previous_token_pattern(tokens: Int[Tensor, " pos"]) -> Float[Tensor, "dest src"]:
     """1 where dest attends to dest - 1."""
     n = tokens.shape[-1]
     return torch.diag(torch.ones(n - 1), -1)
 
 
-def duplicate_token_pattern(tokens: Int[Tensor, "pos"]) -> Float[Tensor, "dest src"]:
+def duplicate_token_pattern(tokens: Int[Tensor, " pos"]) -> Float[Tensor, "dest src"]:
     """1 where an earlier position holds the same token as dest."""
     same = (tokens[:, None] == tokens[None, :]).float()
     return torch.tril(same, -1)
 
 
-def induction_pattern(tokens: Int[Tensor, "pos"]) -> Float[Tensor, "dest src"]:
+def induction_pattern(tokens: Int[Tensor, " pos"]) -> Float[Tensor, "dest src"]:
     """1 where src follows an earlier occurrence of dest's token (the token an induction head copies)."""
     dup = duplicate_token_pattern(tokens)
     out = torch.zeros_like(dup)
@@ -63,7 +64,7 @@ def induction_pattern(tokens: Int[Tensor, "pos"]) -> Float[Tensor, "dest src"]:
 PATTERNS = {"previous_token": previous_token_pattern, "duplicate_token": duplicate_token_pattern, "induction": induction_pattern}
 
 
-def detection_pattern(tokens: Int[Tensor, "pos"], kind: Kind) -> Float[Tensor, "dest src"]:
+def detection_pattern(tokens: Int[Tensor, " pos"], kind: Kind) -> Float[Tensor, "dest src"]:
     if kind not in PATTERNS:
         raise ValueError(f"unknown head kind {kind!r}; one of {', '.join(KINDS)}")
     return PATTERNS[kind](tokens)
@@ -136,14 +137,6 @@ def all_head_scores(model, prompts: Prompts, **kw) -> dict[str, Float[Tensor, "l
     }
 
 
-def previous_token_scores(model, prompts: Prompts, **kw) -> Float[Tensor, "layer head"]:
-    return head_scores(model, prompts, "previous_token", **kw)
-
-
-def duplicate_token_scores(model, prompts: Prompts, **kw) -> Float[Tensor, "layer head"]:
-    return head_scores(model, prompts, "duplicate_token", **kw)
-
-
 def induction_scores(model, prompts: Prompts, **kw) -> Float[Tensor, "layer head"]:
     return head_scores(model, prompts, "induction", **kw)
 
@@ -213,7 +206,7 @@ def composition_scores(model, mode: Literal["Q", "K", "V"]) -> Float[Tensor, "la
     return scores
 
 
-def composition_baseline(model, mode: Literal["Q", "K", "V"], n: int = 200, seed: int = 0) -> Float[Tensor, "n"]:
+def composition_baseline(model, mode: Literal["Q", "K", "V"], n: int = 200, seed: int = 0) -> Float[Tensor, " n"]:
     """Composition scores of random Gaussian weights of the model's shapes: what chance alone gives."""
     g = torch.Generator().manual_seed(seed)
     d, dh = model.cfg.d_model, model.cfg.d_head

@@ -9,8 +9,9 @@ checkpoint; a jump is the largest change between two consecutive checkpoints.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -28,7 +29,7 @@ class CurveError(SuiteError):
 # Held-out sequences
 
 
-def ordinary_vocabulary(model) -> Int[Tensor, "vocab"]:
+def ordinary_vocabulary(model) -> Int[Tensor, " vocab"]:
     special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
     return torch.tensor([i for i in range(model.cfg.d_vocab) if i not in special])
 
@@ -79,7 +80,7 @@ def sequence_losses(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "b
     return torch.cat([torch.full((len(tokens), 1), float("nan"), device=logp.device), nll], 1)
 
 
-def token_losses(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "pos"]:
+def token_losses(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, " pos"]:
     """Mean loss of predicting the token at each position (position 0: NaN)."""
     return sequence_losses(model, tokens).mean(0)
 
@@ -93,7 +94,7 @@ def icl_scores(losses: Float[Tensor, "*batch pos"], early: Sequence[int], late: 
     return losses[..., late[0] : late[1] + 1].mean(-1) - losses[..., early[0] : early[1] + 1].mean(-1)
 
 
-def icl_score(losses: Float[Tensor, "pos"], early: Sequence[int], late: Sequence[int]) -> float:
+def icl_score(losses: Float[Tensor, " pos"], early: Sequence[int], late: Sequence[int]) -> float:
     return float(icl_scores(losses, early, late))
 
 
@@ -134,7 +135,7 @@ def dynamics(load: Callable[[int], object], steps: Sequence[int], *, data: dict,
 
 
 def change_per_sequence(load: Callable[[int], object], before: int, after: int, *, data: dict,
-                        early: Sequence[int], late: Sequence[int], seed: int = 0) -> Float[Tensor, "n"]:
+                        early: Sequence[int], late: Sequence[int], seed: int = 0) -> Float[Tensor, " n"]:
     """Each held-out sequence's ICL score at step `after` minus at step `before`."""
     scores = []
     for step in (before, after):

@@ -13,8 +13,8 @@ Ranks are 1-based here ("top-4" = rank <= 4), as the tutorial counts them.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -22,7 +22,16 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from lib.errors import PromptError
-from lib.heads import KINDS, attention_patterns, head_name, parse_head, composition_scores, detection_pattern, induction_stripe_scores, repeated_random_tokens
+from lib.heads import (
+    KINDS,
+    attention_patterns,
+    composition_scores,
+    detection_pattern,
+    head_name,
+    induction_stripe_scores,
+    parse_head,
+    repeated_random_tokens,
+)
 from lib.metrics import answer_rank, logit_diff, logit_diff_metric
 from lib.patching import donor_cache, head_out_by_pos_sweep, head_out_sweep, patched_logits, run_patches
 from lib.prompts import answer_token, differing_positions, paired_tokens, str_tokens, to_tokens
@@ -373,7 +382,7 @@ def name_family(model, params: Mapping, n: int, seed: int = 0) -> Family:
             continue
         seen.add((f, l))
         names.append((f, l, r))
-    fill = lambda f, l: template.format(first=f, last=l)  # noqa: E731
+    fill = lambda f, l: template.format(first=f, last=l)
     return Family(
         prompts=[fill(f, l) for f, l, _ in names],
         answers=[" " + l for _, l, _ in names],

@@ -29,9 +29,9 @@ from torch import Tensor
 
 from fixtures.zoo import corpus
 from lib import probes
+from lib.cache import array_sha256
 from lib.divergence import block_of, param_diffs
 from lib.errors import SuiteError
-from lib.cache import array_sha256
 from lib.sae import SAE, SAETrainConfig, cached_sae, decoder_overlap, hook_acts, sae_metrics, text_tokens
 
 REVIEW_PROMPTS = corpus.RL_PROMPTS  # prefixes for sampled completions (the RL prompts of the zoo)
@@ -46,7 +46,7 @@ class LFPError(SuiteError):
 # 1. Parameter divergence
 
 
-def mlp_divergence(base, tuned, n_layers: int | None = None) -> Float[Tensor, "layer"]:
+def mlp_divergence(base, tuned, n_layers: int | None = None) -> Float[Tensor, " layer"]:
     """Per layer, the L2 norm of the change of the MLP's parameters (tuned - base)."""
     n_layers = n_layers or base.cfg.n_layers
     sq = torch.zeros(n_layers)
@@ -57,7 +57,7 @@ def mlp_divergence(base, tuned, n_layers: int | None = None) -> Float[Tensor, "l
     return sq.sqrt()
 
 
-def top_layers(divergence: Float[Tensor, "layer"], k: int) -> list[int]:
+def top_layers(divergence: Float[Tensor, " layer"], k: int) -> list[int]:
     """The k layers of highest divergence (all of them if there are fewer), highest first."""
     return [int(i) for i in divergence.argsort(descending=True)[:k]]
 
@@ -220,10 +220,10 @@ class ProbeData:
     """One row per positive or negative element of a triple."""
 
     X: Float[np.ndarray, "n features"]  # A_concat at the substituted word
-    delta: Float[np.ndarray, "n"]  # +||A(x+) - A(x0)|| or -||A(x-) - A(x0)||, rescaled to -4..4
-    label: Int[np.ndarray, "n"]  # 1 for the positive element, 0 for the negative one
+    delta: Float[np.ndarray, " n"]  # +||A(x+) - A(x0)|| or -||A(x-) - A(x0)||, rescaled to -4..4
+    label: Int[np.ndarray, " n"]  # 1 for the positive element, 0 for the negative one
     word: np.ndarray  # the substituted word (the group no held-out fold shares with training)
-    valence: Float[np.ndarray, "n"]  # its VADER valence
+    valence: Float[np.ndarray, " n"]  # its VADER valence
     X_raw: Float[np.ndarray, "n d"]  # the MLP outputs themselves, concatenated (no autoencoder)
 
 
@@ -362,7 +362,7 @@ def random_features(saes: dict[int, SAE], like: dict[int, list[int]], seed: int)
     return out
 
 
-def rewards(completions: Sequence[str]) -> Float[np.ndarray, "n"]:
+def rewards(completions: Sequence[str]) -> Float[np.ndarray, " n"]:
     """Seed 001's reward of each completion: clip(sum of VADER valences / 5, -10, 10)."""
     return np.array([corpus.vader_reward(c) for c in completions])
 
@@ -433,7 +433,7 @@ class Analysis:
         return probe_data(self.paper_dictionaries.small, self.s.layers, self.triples, self.acts)
 
     @functools.cached_property
-    def predicted_delta(self) -> Float[np.ndarray, "n"]:
+    def predicted_delta(self) -> Float[np.ndarray, " n"]:
         """The linear (VADER) probe's prediction of each row's activation delta, from folds that never saw its word."""
         d = self.data
         return probes.out_of_fold(d.X, d.delta, d.word, probes.linear_fit, self.s.folds)

@@ -7,7 +7,7 @@ they return one value per run, which is how the batched sweeps of `lib.patching`
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from jaxtyping import Float, Int
@@ -20,7 +20,7 @@ def _final(logits: Tensor, pos: int) -> Tensor:
     return logits[..., pos, :]
 
 
-def answer_logits(logits: Logits, answer_tokens: Int[Tensor, "batch n"] | Int[Tensor, "n"], pos: int = -1) -> Tensor:
+def answer_logits(logits: Logits, answer_tokens: Int[Tensor, "batch n"] | Int[Tensor, " n"], pos: int = -1) -> Tensor:
     """Logits of each answer at `pos`: [..., batch, n]."""
     final = _final(logits, pos)
     index = torch.as_tensor(answer_tokens, device=final.device)
@@ -30,7 +30,7 @@ def answer_logits(logits: Logits, answer_tokens: Int[Tensor, "batch n"] | Int[Te
 
 
 def logit_diff(
-    logits: Logits, answer_tokens: Int[Tensor, "batch 2"] | Int[Tensor, "2"], per_prompt: bool = False, pos: int = -1
+    logits: Logits, answer_tokens: Int[Tensor, "batch 2"] | Int[Tensor, " 2"], per_prompt: bool = False, pos: int = -1
 ) -> Tensor:
     """logit(answer 0) - logit(answer 1) at the last position; mean over prompts unless `per_prompt`."""
     answers = answer_logits(logits, answer_tokens, pos)
@@ -38,7 +38,7 @@ def logit_diff(
     return diff if per_prompt else diff.mean(-1)
 
 
-def answer_rank(logits: Logits, answer: int | Int[Tensor, "batch"], pos: int = -1) -> Int[Tensor, "... batch"]:
+def answer_rank(logits: Logits, answer: int | Int[Tensor, " batch"], pos: int = -1) -> Int[Tensor, "... batch"]:
     """Rank of the answer among all tokens at `pos` (0 = top prediction), per prompt."""
     final = _final(logits, pos)
     index = torch.as_tensor(answer, device=final.device).reshape(-1, 1).expand(final.shape[-2], 1)
@@ -46,7 +46,7 @@ def answer_rank(logits: Logits, answer: int | Int[Tensor, "batch"], pos: int = -
     return (final > own).sum(-1)
 
 
-def answer_prob(logits: Logits, answer: int | Int[Tensor, "batch"], pos: int = -1) -> Float[Tensor, "... batch"]:
+def answer_prob(logits: Logits, answer: int | Int[Tensor, " batch"], pos: int = -1) -> Float[Tensor, "... batch"]:
     """Probability of the answer at `pos`, per prompt."""
     final = _final(logits, pos).float().softmax(-1)
     index = torch.as_tensor(answer, device=final.device).reshape(-1, 1).expand(final.shape[-2], 1)

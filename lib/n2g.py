@@ -24,16 +24,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
 from sklearn.metrics import precision_recall_fscore_support
 from torch import Tensor
 
-from lib.errors import SuiteError
 from lib.cache import array_sha256, cached_json
+from lib.errors import SuiteError
 from lib.sparse_probing import mlp_hook, neuron_acts, text_tokens
 
 WILDCARD = -1
@@ -49,7 +49,7 @@ class N2GError(SuiteError):
 
 @dataclass
 class Node:
-    children: dict[int, "Node"] = field(default_factory=dict)
+    children: dict[int, Node] = field(default_factory=dict)
     total: float = 0.0
     count: int = 0
 
@@ -119,7 +119,7 @@ class NeuronGraph:
 
 
 def token_means(tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"], acts: Float[Tensor, "batch pos"],
-                d_vocab: int) -> Float[Tensor, "d_vocab"]:
+                d_vocab: int) -> Float[Tensor, " d_vocab"]:
     """The mean activation of each token type over the real positions; unseen types get the overall mean."""
     ids, a = tokens[mask], acts[mask].double()
     if ids.numel() == 0:
@@ -276,14 +276,14 @@ def top_neurons(acts: Float[Tensor, "batch pos layer d_mlp"], mask: Bool[Tensor,
     return [Neuron(layer, int(j)) for i, layer in enumerate(layers) for j in peak[i].topk(per_layer).indices.tolist()]
 
 
-def pearson(pred: Float[Tensor, "n"], true: Float[Tensor, "n"]) -> float:
+def pearson(pred: Float[Tensor, " n"], true: Float[Tensor, " n"]) -> float:
     """Pearson correlation; 0 where a side is constant (a prediction without variation explains nothing)."""
     p, t = pred.double() - pred.double().mean(), true.double() - true.double().mean()
     denom = float(p.norm() * t.norm())
     return float((p * t).sum()) / denom if denom > 0 else 0.0
 
 
-def firing_scores(pred: Float[Tensor, "n"], true: Float[Tensor, "n"], threshold: float) -> tuple[float, float, float]:
+def firing_scores(pred: Float[Tensor, " n"], true: Float[Tensor, " n"], threshold: float) -> tuple[float, float, float]:
     """Precision, recall and F1 of "fires" (activation >= threshold) predicted against true (Foote et
     al.'s evaluation); a score whose denominator is empty is 0."""
     p, t = (pred >= threshold).cpu().numpy(), (true >= threshold).cpu().numpy()
@@ -325,7 +325,7 @@ class NeuronScore:
         return self.graph_f1 > self.baseline_f1
 
     def row(self) -> list:
-        fmt = lambda prf: "/".join(f"{v:.3f}" for v in prf)  # noqa: E731
+        fmt = lambda prf: "/".join(f"{v:.3f}" for v in prf)
         return [str(self.neuron), self.n_fires, fmt(self.graph_firing), fmt(self.baseline_firing), self.graph_wins,
                 fmt(self.token_graph_firing), round(self.graph_r, 4), round(self.baseline_r, 4), self.n_patterns,
                 self.top_pattern]

@@ -6,8 +6,8 @@ tuned model's run on the same tokens; the normalised metric is 0 for the base mo
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -65,7 +65,7 @@ def run_pair(base, tuned, prompt: str | Sequence[str], answers: Sequence[str]) -
     return Pair(base, tuned, tokens, ans, base_logits, tuned_logits, base_cache, tuned_cache)
 
 
-def lens_curves(pair: Pair) -> tuple[Float[Tensor, "point"], Float[Tensor, "point"], list[str]]:
+def lens_curves(pair: Pair) -> tuple[Float[Tensor, " point"], Float[Tensor, " point"], list[str]]:
     """Logit-lens logit diff per layer for base and tuned (each point through a fresh final LayerNorm)."""
     base, labels = attribution.fresh_logit_lens(pair.base, pair.base_cache, pair.answers)
     tuned, _ = attribution.fresh_logit_lens(pair.tuned, pair.tuned_cache, pair.answers)

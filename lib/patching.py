@@ -30,8 +30,9 @@ import difflib
 import inspect
 import re
 import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -39,6 +40,9 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from lib.errors import HookNameError, HookNotFired, ShapeMismatch
+
+if TYPE_CHECKING:
+    from transformer_lens import ActivationCache
 
 Index = tuple
 Patch = tuple[str, Index]
@@ -318,7 +322,7 @@ def recipient_run(model, tokens: Tensor, names: Iterable[str] = ()) -> Recipient
 
 # Whether the fast path reproduces a model's own forward pass, per model and token shape: a property of
 # the architecture, checked once.
-_VERIFIED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_VERIFIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def fast_path_status(model, tokens: Tensor) -> tuple[bool, bool, str] | None:

@@ -2,13 +2,13 @@
 attention patterns. Each returns a matplotlib Figure for `ClaimRecord.figure`."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _np(x) -> np.ndarray:

@@ -28,7 +28,7 @@ def _check(X: np.ndarray, *columns: np.ndarray) -> None:
             raise ProbeError(f"probe inputs have {len(X)} rows but a target or group column has {len(c)}")
 
 
-def grouped_folds(groups: np.ndarray, k: int = 5) -> list[tuple[Int[np.ndarray, "train"], Int[np.ndarray, "test"]]]:
+def grouped_folds(groups: np.ndarray, k: int = 5) -> list[tuple[Int[np.ndarray, " train"], Int[np.ndarray, " test"]]]:
     """k folds whose test groups never occur in training (GroupKFold: deterministic, balanced sizes)."""
     n_groups = len(np.unique(groups))
     if n_groups < k:
@@ -121,7 +121,7 @@ def auc(score: np.ndarray, labels: np.ndarray) -> float:
     return max(a, 1.0 - a)
 
 
-def pca(X: Float[np.ndarray, "n f"], n_components: int = 2) -> tuple[Float[np.ndarray, "components"], Float[np.ndarray, "n components"]]:
+def pca(X: Float[np.ndarray, "n f"], n_components: int = 2) -> tuple[Float[np.ndarray, " components"], Float[np.ndarray, "n components"]]:
     """Explained-variance ratios and the projection of X onto its first principal components."""
     model = PCA(n_components=n_components, svd_solver="full").fit(X)
     return model.explained_variance_ratio_, model.transform(X)

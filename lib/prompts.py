@@ -2,7 +2,7 @@
 length, answers that are single tokens."""
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Int
@@ -10,7 +10,7 @@ from torch import Tensor
 
 from lib.errors import PromptError
 
-Prompts = Union[str, Sequence[str], Tensor]
+Prompts = str | Sequence[str] | Tensor
 
 
 def to_tokens(model, prompts: Prompts, *, prepend_bos: bool | None = None) -> Int[Tensor, "batch pos"]:
@@ -27,7 +27,7 @@ def to_tokens(model, prompts: Prompts, *, prepend_bos: bool | None = None) -> In
     return torch.stack(rows)
 
 
-def str_tokens(model, tokens: Int[Tensor, "pos"] | Sequence[int]) -> list[str]:
+def str_tokens(model, tokens: Int[Tensor, " pos"] | Sequence[int]) -> list[str]:
     """The string of each token id."""
     return [model.tokenizer.decode([int(t)]) for t in tokens]
 

@@ -29,7 +29,7 @@ ALARM_STYLE = {"regression": "background:#a40e26;color:#ffffff", "error": "backg
 def provenance(checkpoints: dict[str, dict], repo: Path | None = None, **extra) -> dict:
     """Library versions, git commit, the checkpoints' weight hashes and tokenizer settings."""
     return {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_commit": _git(repo, "rev-parse", "HEAD"),
         "git_dirty": bool(_git(repo, "status", "--porcelain", "--untracked-files=no")),
         "versions": library_versions(),

@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +85,7 @@ class SAE(torch.nn.Module):
         (directory / CONFIG).write_text(json.dumps(self.config(), indent=2))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "SAE":
+    def load(cls, directory: str | os.PathLike) -> SAE:
         directory = Path(directory)
         try:
             cfg = json.loads((directory / CONFIG).read_text())
@@ -171,7 +171,7 @@ def train_sae(acts: Float[Tensor, "n d_in"], cfg: SAETrainConfig) -> tuple[SAE, 
 
 
 @torch.no_grad()
-def resample(sae: SAE, opt: torch.optim.Optimizer, acts: Float[Tensor, "n d_in"], dead: Bool[Tensor, "d_sae"],
+def resample(sae: SAE, opt: torch.optim.Optimizer, acts: Float[Tensor, "n d_in"], dead: Bool[Tensor, " d_sae"],
              g: torch.Generator) -> None:
     """Point each dead latent at a distinct input drawn (from up to 4096 of `acts`) with probability
     proportional to its squared reconstruction error: decoder row = that input's unit direction from b_dec,
@@ -328,7 +328,7 @@ def zero_hooks(hook_name: str) -> list[tuple[str, Callable]]:
     return [(hook_name, lambda act, hook=None: torch.zeros_like(act))]
 
 
-def mean_hooks(hook_name: str, mean: Float[Tensor, "d"]) -> list[tuple[str, Callable]]:
+def mean_hooks(hook_name: str, mean: Float[Tensor, " d"]) -> list[tuple[str, Callable]]:
     """fwd_hooks that replace the activation at hook_name by `mean` at every position."""
     return [(hook_name, lambda act, hook=None: mean.to(act.device, act.dtype).expand_as(act).clone())]
 

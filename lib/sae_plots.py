@@ -1,12 +1,12 @@
 """The figures of the SAE claims: spliced-in loss per layer (seed 004's bar chart) and training curves."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def splice_loss_bars(clean: float, spliced: Sequence[float], own_layer: int, *, title: str):

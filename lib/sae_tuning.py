@@ -12,9 +12,9 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,7 @@ class PairTokens:
     def __len__(self) -> int:
         return len(self.chosen)
 
-    def select(self, idx: Int[Tensor, "k"]) -> "PairTokens":
+    def select(self, idx: Int[Tensor, " k"]) -> PairTokens:
         return PairTokens(*(t[idx] for t in dataclasses.astuple(self)))
 
 
@@ -71,7 +71,7 @@ def pair_tokens(model, pairs: Sequence[dict[str, str]]) -> PairTokens:
     tok = model.tokenizer
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]
     sides = []
     for side in ("chosen", "rejected"):
         rows = [([bos, *ids(p["prompt"])], [*ids(p[side]), tok.eos_token_id]) for p in pairs]
@@ -86,19 +86,19 @@ def pair_tokens(model, pairs: Sequence[dict[str, str]]) -> PairTokens:
 
 
 def completion_logprobs(model, tokens: Int[Tensor, "pair pos"], completion: Bool[Tensor, "pair pos_1"],
-                        fwd_hooks) -> Float[Tensor, "pair"]:
+                        fwd_hooks) -> Float[Tensor, " pair"]:
     """Sum of the log-probabilities of each row's completion tokens."""
     logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
     return -(next_token_nll(logits, tokens) * completion.to(logits.device)).sum(-1)
 
 
-def pair_logprobs(model, pairs: PairTokens, fwd_hooks) -> tuple[Float[Tensor, "pair"], Float[Tensor, "pair"]]:
+def pair_logprobs(model, pairs: PairTokens, fwd_hooks) -> tuple[Float[Tensor, " pair"], Float[Tensor, " pair"]]:
     return (completion_logprobs(model, pairs.chosen, pairs.chosen_completion, fwd_hooks),
             completion_logprobs(model, pairs.rejected, pairs.rejected_completion, fwd_hooks))
 
 
 @torch.no_grad()
-def preferred(model, pairs: PairTokens, fwd_hooks, batch_size: int = 128) -> Bool[Tensor, "pair"]:
+def preferred(model, pairs: PairTokens, fwd_hooks, batch_size: int = 128) -> Bool[Tensor, " pair"]:
     """Per pair: does the model give the chosen completion a higher log-probability than the rejected one?"""
     out = []
     for idx in torch.arange(len(pairs)).split(batch_size):
@@ -117,8 +117,8 @@ class TuningConfig:
     seed: int = 0
 
 
-def dpo_loss(chosen: Float[Tensor, "pair"], rejected: Float[Tensor, "pair"], ref_chosen: Float[Tensor, "pair"],
-             ref_rejected: Float[Tensor, "pair"], beta: float) -> Float[Tensor, ""]:
+def dpo_loss(chosen: Float[Tensor, " pair"], rejected: Float[Tensor, " pair"], ref_chosen: Float[Tensor, " pair"],
+             ref_rejected: Float[Tensor, " pair"], beta: float) -> Float[Tensor, ""]:
     return -F.logsigmoid(beta * ((chosen - ref_chosen) - (rejected - ref_rejected))).mean()
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -25,8 +25,6 @@ from torch import Tensor
 from lib.cache import array_sha256, cached_json
 from lib.errors import HookNameError, SuiteError
 from lib.stats import Fraction, fraction
-
-
 
 
 class ProbeDataError(SuiteError):
@@ -83,13 +81,13 @@ def neuron_acts(model, tokens: Int[Tensor, "batch pos"], layers: Sequence[int],
 class ProbeSplit:
     """Row indices of a balanced train and test set that share no token type."""
 
-    train: Int[np.ndarray, "n_train"]
-    test: Int[np.ndarray, "n_test"]
+    train: Int[np.ndarray, " n_train"]
+    test: Int[np.ndarray, " n_test"]
     train_types: tuple[int, ...]
     test_types: tuple[int, ...]
 
 
-def token_labels(token_ids: Int[Tensor, "n"], positive: Iterable[int], negative: Iterable[int]) -> Int[np.ndarray, "n"]:
+def token_labels(token_ids: Int[Tensor, " n"], positive: Iterable[int], negative: Iterable[int]) -> Int[np.ndarray, " n"]:
     """1 where the token is in `positive`, 0 where in `negative`, -1 elsewhere (not probed)."""
     positive, negative = set(positive), set(negative)
     if positive & negative:
@@ -114,7 +112,7 @@ def word_ids(model, words: Iterable[str]) -> list[int]:
 
 
 def context_labels(tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"],
-                   scores: Float[np.ndarray, "d_vocab"]) -> Int[np.ndarray, "n"]:
+                   scores: Float[np.ndarray, " d_vocab"]) -> Int[np.ndarray, " n"]:
     """At each real position whose own token scores 0: 1 if the scores of the tokens so far sum above 0,
     0 if below; -1 elsewhere (a scored token, or a context that sums to 0). Rows follow `tokens[mask]`."""
     tok_scores = torch.as_tensor(scores, dtype=torch.float64)[tokens]
@@ -131,7 +129,7 @@ def special_ids(model) -> set[int]:
     return {i for i in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id) if i is not None}
 
 
-def token_scores(model, score: Callable[[str], float]) -> Float[np.ndarray, "d_vocab"]:
+def token_scores(model, score: Callable[[str], float]) -> Float[np.ndarray, " d_vocab"]:
     """`score(word)` for every token of the vocabulary (special tokens score 0)."""
     special = special_ids(model)
     words = [model.tokenizer.decode([i]).strip() for i in range(model.cfg.d_vocab)]
@@ -140,7 +138,7 @@ def token_scores(model, score: Callable[[str], float]) -> Float[np.ndarray, "d_v
 
 def feature_labels(model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"], *,
                    positive: Sequence[str] | None = None, negative: Sequence[str] | str | None = None,
-                   context: Callable[[str], float] | None = None) -> Int[np.ndarray, "n"]:
+                   context: Callable[[str], float] | None = None) -> Int[np.ndarray, " n"]:
     """Labels of the rows `tokens[mask]`: a token feature (the current token is one of the `positive`
     words, against the `negative` words or, with negative="rest", every other non-special token), or a
     context feature (`context` scores each word; see `context_labels`)."""
@@ -166,7 +164,7 @@ def _balanced(rows: np.ndarray, labels: np.ndarray, rng: np.random.Generator, ma
     return np.sort(keep)
 
 
-def split_by_type(token_ids: Int[Tensor, "n"], labels: Int[np.ndarray, "n"], *, test_fraction: float = 0.5,
+def split_by_type(token_ids: Int[Tensor, " n"], labels: Int[np.ndarray, " n"], *, test_fraction: float = 0.5,
                   max_rows: int | None = None, seed: int = 0) -> ProbeSplit:
     """Assign each token type of each class to train or test (about `test_fraction` of the types of each
     class go to test), then balance the classes within each split (at most `max_rows` rows per split)."""
@@ -192,13 +190,13 @@ def split_by_type(token_ids: Int[Tensor, "n"], labels: Int[np.ndarray, "n"], *, 
 # Probes
 
 
-def rank_neurons(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, "n"]) -> Int[np.ndarray, "d"]:
+def rank_neurons(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"]) -> Int[np.ndarray, " d"]:
     """Neurons ordered by |mean(X | y=1) - mean(X | y=0)|, largest first (Gurnee et al.'s mean-difference filter)."""
     diff = np.abs(X[y == 1].mean(0) - X[y == 0].mean(0))
     return np.argsort(-diff, kind="stable")
 
 
-def stump_accuracy(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, "n"]) -> Float[np.ndarray, "d"]:
+def stump_accuracy(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"]) -> Float[np.ndarray, " d"]:
     """Per neuron, the training accuracy of the best threshold on it alone, either sign: the optimal
     1-sparse classifier's accuracy under 0-1 loss."""
     n = len(y)
@@ -216,7 +214,7 @@ def stump_accuracy(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, "n"]) -> Floa
     return best / n
 
 
-def rank_by_stump(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, "n"]) -> Int[np.ndarray, "d"]:
+def rank_by_stump(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"]) -> Int[np.ndarray, " d"]:
     """Neurons ordered by `stump_accuracy`, best first (ties: larger mean difference first)."""
     diff = np.abs(X[y == 1].mean(0) - X[y == 0].mean(0))
     return np.lexsort((-diff, -stump_accuracy(X, y)))
@@ -228,7 +226,7 @@ RANKINGS = {"stump": rank_by_stump, "mean_difference": rank_neurons}
 CS = (1e-3, 1e-2, 1e-1, 1.0)
 
 
-def fit_probe(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, "n"], groups: Int[np.ndarray, "n"] | None = None, *,
+def fit_probe(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"], groups: Int[np.ndarray, " n"] | None = None, *,
               Cs: Sequence[float] = CS, seed: int = 0):
     """Logistic regression on standardised inputs. With `groups` (the token type of each row) the L2
     strength is chosen from `Cs` by 3-fold cross-validation that keeps each type within one fold, so the
@@ -279,8 +277,8 @@ def powers_of_two(d: int) -> list[int]:
     return ks
 
 
-def probe_curve(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, "n"], split: ProbeSplit,
-                token_ids: Int[np.ndarray, "n"] | None = None, *, layer: int = 0, ks: Sequence[int] | None = None,
+def probe_curve(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"], split: ProbeSplit,
+                token_ids: Int[np.ndarray, " n"] | None = None, *, layer: int = 0, ks: Sequence[int] | None = None,
                 ranking: str = "stump", Cs: Sequence[float] = CS, seed: int = 0) -> ProbeCurve:
     """k-sparse probes on the top-k neurons by a filter fitted on the train split (`ranking`: "stump",
     the best single-neuron threshold, which makes k = 1 the optimal 1-sparse probe; or
@@ -308,8 +306,8 @@ def probe_curve(X: Float[np.ndarray, "n d"], y: Int[np.ndarray, "n"], split: Pro
     return curve
 
 
-def layer_curves(acts: Float[Tensor, "n layer d_mlp"], labels: Int[np.ndarray, "n"], split: ProbeSplit,
-                 layers: Sequence[int], token_ids: Int[Tensor, "n"] | None = None, **kw) -> list[ProbeCurve]:
+def layer_curves(acts: Float[Tensor, "n layer d_mlp"], labels: Int[np.ndarray, " n"], split: ProbeSplit,
+                 layers: Sequence[int], token_ids: Int[Tensor, " n"] | None = None, **kw) -> list[ProbeCurve]:
     """One probe curve per layer; `acts[:, i]` holds layer `layers[i]`."""
     ids = token_ids.numpy() if token_ids is not None else None
     return [probe_curve(acts[:, i].numpy(), labels, split, ids, layer=layer, **kw) for i, layer in enumerate(layers)]
@@ -413,7 +411,7 @@ def curve_figure(splits: Sequence[Sequence[ProbeCurve]], *, title: str):
 
 
 def probe_features(model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"],
-                   labels: dict[str, Int[np.ndarray, "n"]], layers: Sequence[int], *, ks: Sequence[int] | None = None,
+                   labels: dict[str, Int[np.ndarray, " n"]], layers: Sequence[int], *, ks: Sequence[int] | None = None,
                    max_rows: int | None = 4000, split_seeds: Sequence[int] = (0,)) -> dict[str, list[list[ProbeCurve]]]:
     """For each feature (`labels`: name -> labels of the rows `tokens[mask]`, see `feature_labels`), per
     split of the token types (one per seed), the probe curve of every layer."""

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from lib import attribution as A
 from lib import patching as P
 from lib.loading import load_model
-from tests.conftest import ANSWERS, CLEAN, CORRUPT
 from lib.metrics import logit_diff
 from lib.prompts import answer_tokens, paired_tokens
+from tests.conftest import ANSWERS, CLEAN, CORRUPT
 
 HYPOTHESIS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -116,7 +116,7 @@ def test_attribution_patching_shapes_and_zero_delta(model, patching_setup):
     with torch.no_grad():
         unpatched = metric(model(corrupted))
     same = A.attribution_patch(model, corrupted, corrupted_cache, metric)
-    for field, values in same.items():
+    for values in same.values():
         torch.testing.assert_close(values, torch.full_like(values, float(unpatched)), atol=1e-5, rtol=0)
 
 
@@ -138,7 +138,7 @@ def test_attribution_patching_is_the_first_order_term(model, patching_setup):
 def test_attribution_report(model, patching_setup):
     corrupted, clean_cache, _, metric = patching_setup
     report = A.attribution_report(model, corrupted, clean_cache, metric, ["resid_pre", "z"])
-    for field, row in report.items():
+    for row in report.values():
         assert row["estimate"].shape == row["exact"].shape
         assert -1 <= row["pearson"] <= 1 and -1 <= row["spearman"] <= 1
 

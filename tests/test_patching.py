@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from lib import patching as P
 from lib.errors import HookNameError, HookNotFired, ShapeMismatch
 from lib.loading import load_model
-from tests.conftest import ANSWERS, CLEAN, CORRUPT
 from lib.metrics import logit_diff, logit_diff_metric
 from lib.prompts import answer_tokens, paired_tokens
+from tests.conftest import ANSWERS, CLEAN, CORRUPT
 
 ATOL = 1e-4
 HYPOTHESIS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -11,8 +11,17 @@ from hypothesis import strategies as st
 
 from lib import cache as C
 from lib.loading import load_model
-from lib.sae import (SAE, SAEError, SAETrainConfig, cached_sae, decoder_overlap, resample, sae_metrics, splice_hooks,
-                     train_sae)
+from lib.sae import (
+    SAE,
+    SAEError,
+    SAETrainConfig,
+    cached_sae,
+    decoder_overlap,
+    resample,
+    sae_metrics,
+    splice_hooks,
+    train_sae,
+)
 
 
 def _set(sae: SAE, W_enc, b_enc, b_dec, W_dec=None) -> SAE:
@@ -274,7 +283,7 @@ def test_latent_tuning_at_start_is_the_sae_and_by_hand():
 def test_pair_tokens_mark_the_completion(tiny):
     pairs = [{"prompt": "Her name was Alex", "chosen": " Hart .", "rejected": " Carroll . Tomorrow"}]
     pt = T.pair_tokens(tiny, pairs)
-    ids = lambda s: tiny.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    ids = lambda s: tiny.tokenizer(s, add_special_tokens=False)["input_ids"]
     targets = pt.rejected[0, 1:][pt.rejected_completion[0]].tolist()
     assert targets == ids(" Carroll . Tomorrow") + [tiny.tokenizer.eos_token_id]
     assert pt.chosen[0, 1:][pt.chosen_completion[0]].tolist() == ids(" Hart .") + [tiny.tokenizer.eos_token_id]

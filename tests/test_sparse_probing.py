@@ -2,7 +2,6 @@
 the split by token type, context labels, and the result cache."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -143,7 +142,7 @@ def test_probe_features_end_to_end_and_cached(tiny, tmp_path, monkeypatch):
              "This film was quite great , the plot was good .", "the movie was awful , the acting bad ."] * 3
     features = [{"name": "positive word", "positive": ["good", "great"], "negative": ["bad", "awful"]},
                 {"name": "adjective", "positive": ["good", "great", "bad", "awful"], "negative": "rest"}]
-    run = lambda texts: S.cached_probe_features(tiny, texts, features, [0, 2], ks=[1, 2], split_seeds=[0, 1])  # noqa: E731
+    run = lambda texts: S.cached_probe_features(tiny, texts, features, [0, 2], ks=[1, 2], split_seeds=[0, 1])
     first = run(texts)
     assert list(first) == ["positive word", "adjective"] and len(first["adjective"]) == 2
     curve = first["positive word"][0][1]

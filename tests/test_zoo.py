@@ -3,9 +3,7 @@ refuses corrupt entries. Models load through the suite's loader, as any checkpoi
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
