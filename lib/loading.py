@@ -1,7 +1,8 @@
 """Checkpoint references -> TransformerBridge.
 
 A reference is one of
-- `zoo:NAME`: a model of the in-house zoo (shipped with the suite, verified against its manifest);
+- `SCHEME:NAME`: a checkpoint of a registered collection (`register_collection`): the suite's own
+  zoo registers `zoo:NAME`, shipped with the suite and verified against its manifest;
 - a local directory in Hugging Face format (config.json, safetensors weights, tokenizer files);
 - a Hugging Face Hub id (`gpt2`, `lvwerra/gpt2-imdb`), read from the local Hub cache, and downloaded
   only where the Hub is reachable.
@@ -18,12 +19,13 @@ import os
 import re
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from lib.errors import CheckpointError, CheckpointUnavailable, PickleRefused
+from lib.errors import CheckpointError, CheckpointUnavailable, PickleRefused, SuiteError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt")
@@ -54,22 +56,41 @@ class Checkpoint:
 # Resolution
 
 
+# Named collections of checkpoints: `SCHEME:NAME` (or `SCHEME:NAME/SUBDIR`, e.g. a saved training step)
+COLLECTIONS: dict[str, Callable[[str], Path]] = {}
+
+
+def register_collection(scheme: str, locate: Callable[[str], Path]) -> None:
+    """Resolve `scheme:NAME` references through `locate(NAME)`: a directory, or a SuiteError (KeyError for an
+    unknown name) that says what is wrong."""
+    COLLECTIONS[scheme] = locate
+
+
+def _from_collection(ref: str, scheme: str, rest: str, allow_pickle: bool) -> Checkpoint:
+    name, _, sub = rest.partition("/")
+    try:
+        root = COLLECTIONS[scheme](name)
+    except KeyError as e:
+        raise CheckpointError(str(e.args[0])) from None
+    except SuiteError as e:
+        raise CheckpointError(str(e)) from None
+    path = root / sub if sub else root
+    if not path.is_dir():
+        have = ", ".join(sorted(p.name for p in root.iterdir() if p.is_dir())) or "no subdirectories"
+        raise CheckpointError(f"{scheme} model {name} has no {sub!r}; it has: {have}")
+    return _validated(ref, path, scheme, allow_pickle)
+
+
 def resolve(ref: str | os.PathLike, *, allow_pickle: bool = False) -> Checkpoint:
     """Turn a reference into a validated local checkpoint directory."""
     ref = str(ref)
-    if ref.startswith("zoo:"):
-        from fixtures import zoo
-
-        name, _, sub = ref[4:].partition("/")  # zoo:NAME or zoo:NAME/SUBDIR (a saved training step)
-        try:
-            path = zoo.path(name) / sub if sub else zoo.path(name)
-        except KeyError as e:
-            raise CheckpointError(str(e.args[0])) from None
-        except zoo.ZooError as e:
-            raise CheckpointError(str(e)) from None
-        if not path.is_dir():
-            raise CheckpointError(f"zoo model {name} has no {sub!r}; it has: {', '.join(sorted(p.name for p in path.parent.iterdir() if p.is_dir()))}")
-        return _validated(ref, path, "zoo", allow_pickle)
+    scheme, colon, rest = ref.partition(":")
+    if colon and scheme in COLLECTIONS:
+        return _from_collection(ref, scheme, rest, allow_pickle)
+    if colon and scheme.isidentifier() and len(scheme) > 1 and not Path(ref).exists():
+        known = ", ".join(sorted(COLLECTIONS)) or "none"
+        raise CheckpointError(f"checkpoint {ref!r}: no collection {scheme!r} is registered (registered: {known}); "
+                              f"the suite's zoo registers 'zoo' when fixtures.zoo is imported")
     path = Path(ref).expanduser()
     if path.is_dir():
         return _validated(ref, path, "local", allow_pickle)
