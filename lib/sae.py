@@ -10,7 +10,6 @@ the source itself drew them at random). Trained SAEs are cached under
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -23,7 +22,6 @@ from jaxtyping import Bool, Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from lib.cache import as_json, cache_dir, digest, verified, write_entry
 from lib.errors import HookNameError, SuiteError
 
 WEIGHTS, CONFIG, LOG = "sae.safetensors", "config.json", "log.json"
@@ -222,33 +220,6 @@ def sae_metrics(sae: SAE, acts: Float[Tensor, "n d_in"], batch_size: int = 4096)
         "l0": l0 / n,
         "dead_fraction": 1.0 - fired.float().mean().item(),
     }
-
-
-def cache_key(key: dict, cfg: SAETrainConfig) -> str:
-    return digest(key, dataclasses.asdict(cfg), modules=(__name__,))
-
-
-def cached_sae(key: dict, acts: Callable[[], Tensor], cfg: SAETrainConfig, *, root: str | os.PathLike | None = None) -> tuple[SAE, dict]:
-    """The SAE trained by `train_sae(acts(), cfg)`, from `<root>/<hash of key + cfg + this module's source>/`.
-    `key` must name everything that determines the activations (model weights hash, hook, and the sha256 of
-    the training tokens: `lib.cache.array_sha256`). `acts` is only called on a miss. An entry whose files do not match
-    its manifest, or whose recorded key and config are not the request's, is rebuilt."""
-    out = (Path(root) if root is not None else cache_dir() / "sae") / cache_key(key, cfg)
-    if verified(out):
-        try:
-            log = json.loads((out / LOG).read_text())
-            if log.get("key") == as_json(key) and log.get("config") == as_json(dataclasses.asdict(cfg)):
-                return SAE.load(out), log
-        except (SAEError, OSError, ValueError):
-            pass
-    sae, log = train_sae(acts(), cfg)
-
-    def write(tmp: Path) -> None:
-        sae.save(tmp)
-        (tmp / LOG).write_text(json.dumps({"key": key, "config": dataclasses.asdict(cfg), **log}, default=str))
-
-    write_entry(out, write)
-    return sae, json.loads((out / LOG).read_text())
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import torch
 
-from lib import cache as C
+from fixtures import cache as C
 
 
 def test_cached_json_computes_once_and_rebuilds_a_corrupt_entry(tmp_path):
@@ -74,4 +74,4 @@ def test_directory_entry_is_verified_and_a_tampered_one_is_not(tmp_path):
 def test_digest_names_parts_and_module_source():
     assert C.digest({"a": 1}) == C.digest({"a": 1})
     assert C.digest({"a": 1}) != C.digest({"a": 2})
-    assert C.digest({"a": 1}, modules=("lib.cache",)) != C.digest({"a": 1})
+    assert C.digest({"a": 1}, modules=("fixtures.cache",)) != C.digest({"a": 1})

@@ -3,38 +3,54 @@ import json
 
 import pytest
 
+from fixtures import catalogue
+
 CLAIM_TESTS = '''
 import pytest
 
+from fixtures.catalogue import Paper, Param, claim
+
+PAPER = Paper("demo", "A demo paper", "seed002")
+
+
 @pytest.fixture
 def broken_input(params):
-    if "setup_error" in params:
+    if params["setup_error"] is not None:
         pytest.fail(params["setup_error"], pytrace=False)
 
-@pytest.mark.seed002
-@pytest.mark.IND_04
+
+@claim("DEMO-01", statement="two checks", shown="nowhere", params={
+    "setup_error": Param("a setup failure to raise", None, type=str),
+    "crash": Param("an exception to raise in the test", None, type=str),
+    "bare_assert": Param("a value for a bare assert", None, type=int),
+    "shown": Param("a value shown, not compared", 0),
+    "first": Param("the first check's value", 0.0),
+    "second": Param("the second check's value", 0.0),
+})
 def test_two_checks(subject, params, broken_input, record):
-    if "crash" in params:
+    if params["crash"] is not None:
         raise ValueError(params["crash"])
-    if "bare_assert" in params:
+    if params["bare_assert"] is not None:
         assert params["bare_assert"] > 1, "a helper's own sanity check"
-    record.measure(shown=params.get("shown", 0))
+    record.measure(shown=params["shown"])
     record.expect("first", params["first"], ">=", 1.0)
     record.expect("second", params["second"], ">=", 1.0)
 '''
+DEMO_CONFTEST = 'pytest_plugins = ["fixtures.models", "fixtures.plugin"]\nimport test_claims  # noqa: E402,F401  declares the demo claim before the subject files are read\n'
 
 REFUTED = 'expect = "refuted"\nfails = ["second"]\nreason = "the second check cannot hold on this subject"\n'
 
 
 def subjects(**entries: str) -> str:
-    """A subject file: one subject per entry, whose IND-04 table is the entry's text."""
-    return "".join(f"[subjects.{name}]\n[subjects.{name}.claims.IND-04]\n{text}\n" for name, text in entries.items())
+    """A subject file: one subject per entry, whose DEMO-01 table is the entry's text."""
+    return "".join(f"[subjects.{name}]\n[subjects.{name}.claims.DEMO-01]\n{text}\n" for name, text in entries.items())
 
 
 @pytest.fixture
-def run_claims(pytester):
-    pytester.makeconftest('pytest_plugins = ["fixtures.models", "fixtures.plugin"]')
+def run_claims(pytester, monkeypatch):
+    monkeypatch.setattr(catalogue, "DECLARED", dict(catalogue.DECLARED))  # the demo claim stays here
     pytester.makepyfile(test_claims=CLAIM_TESTS)
+    pytester.makeconftest(DEMO_CONFTEST)
 
     def run(**entries: str):
         pytester.makefile(".toml", subjects=subjects(**entries))
@@ -64,8 +80,8 @@ def test_refutation_that_no_longer_reproduces_is_a_regression_and_fails_the_run(
     assert row["reason"] == "registered as refuted by second, but every check held (second = 3.5, needs >= 1)"
     assert row["measured"] == {"shown": 7, "first": 2.0, "second": 3.5}
     assert row["threshold"] == {"first": ">= 1", "second": ">= 1"}
-    result.stdout.fnmatch_lines(["*IND-04 on fixed: registered as refuted by second, but every check held*",
-                                 "*claim report (1 regression)*", "*regression: IND-04 on fixed*"])
+    result.stdout.fnmatch_lines(["*DEMO-01 on fixed: registered as refuted by second, but every check held*",
+                                 "*claim report (1 regression)*", "*regression: DEMO-01 on fixed*"])
 
 
 def test_another_check_failing_is_a_regression(run_claims):
@@ -104,4 +120,4 @@ def test_unregistered_outcomes_keep_their_verdicts(run_claims):
     result.assert_outcomes(passed=1, failed=1)
     assert rows["good"]["verdict"] == "holds" and rows["good"]["reason"] == ""
     assert rows["bad"]["verdict"] == "refuted"
-    assert rows["bad"]["reason"] == "IND-04 on bad: second = 0.5, the claim needs >= 1"
+    assert rows["bad"]["reason"] == "DEMO-01 on bad: second = 0.5, the claim needs >= 1"

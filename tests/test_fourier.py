@@ -1,4 +1,4 @@
-"""lib.fourier on hand-built embeddings, logits and progress curves."""
+"""claims.nanda_grokking.fourier on hand-built embeddings, logits and progress curves."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib import fourier as FO
+from claims.nanda_grokking import fourier as FO
 
 ODD_P = st.sampled_from([5, 7, 11, 13, 17])
 

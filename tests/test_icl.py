@@ -1,4 +1,4 @@
-"""lib.icl: the jump detector on synthetic curves, the ICL score by hand, held-out sequences and
+"""claims.olsson_icl.icl and lib.curves: the jump detector on synthetic curves, the ICL score by hand, held-out sequences and
 scores on the tiny zoo models."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib import icl as ICL
+from claims.olsson_icl import icl as ICL
+from lib.curves import jump
 from lib.heads import induction_stripe_scores, repeated_random_tokens
 
 
@@ -20,20 +21,20 @@ def test_jump_finds_the_step_of_a_step_curve(n, data):
     noise = data.draw(st.lists(st.floats(-0.1, 0.1), min_size=n, max_size=n))
     steps = [25 * i for i in range(n)]
     values = [height * (i >= k) + e for i, e in enumerate(noise)]
-    rise = ICL.jump(steps, values, "rise")
+    rise = jump(steps, values, "rise")
     assert (rise.before, rise.step) == (steps[k - 1], steps[k])
     assert rise.size == pytest.approx(height + noise[k] - noise[k - 1])
-    fall = ICL.jump(steps, [-v for v in values], "fall")
+    fall = jump(steps, [-v for v in values], "fall")
     assert (fall.before, fall.step, fall.size) == (rise.before, rise.step, rise.size)
 
 
 def test_jump_by_hand():
-    j = ICL.jump([0, 10, 20, 30], [0.0, 0.1, 0.9, 1.0], "rise")
+    j = jump([0, 10, 20, 30], [0.0, 0.1, 0.9, 1.0], "rise")
     assert (j.before, j.step) == (10, 20)
     assert j.size == pytest.approx(0.8) and j.share == pytest.approx(0.8)
-    flat = ICL.jump([0, 10], [1.0, 1.0], "fall")
+    flat = jump([0, 10], [1.0, 1.0], "fall")
     assert flat.size == 0.0 and flat.share == 0.0
-    assert ICL.jump([0, 1, 2], [3.0, 1.0, 2.0], "rise").size == pytest.approx(1.0)
+    assert jump([0, 1, 2], [3.0, 1.0, 2.0], "rise").size == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("steps, values, direction, match", [
@@ -44,7 +45,7 @@ def test_jump_by_hand():
 ])
 def test_jump_refuses_bad_curves(steps, values, direction, match):
     with pytest.raises(ICL.CurveError, match=match):
-        ICL.jump(steps, values, direction)
+        jump(steps, values, direction)
 
 
 def test_icl_score_by_hand():
@@ -117,6 +118,6 @@ def test_dynamics_figure_draws(model):
     import matplotlib.pyplot as plt
 
     d = ICL.Dynamics([0, 10, 20], [0.0, -0.1, -2.0], [0.05, 0.1, 0.8], ["1.0", "1.0", "1.2"])
-    fig = ICL.dynamics_figure(d, ICL.jump(d.steps, d.icl, "fall"), ICL.jump(d.steps, d.induction, "rise"))
+    fig = ICL.dynamics_figure(d, jump(d.steps, d.icl, "fall"), jump(d.steps, d.induction, "rise"))
     assert any("jump 10->20" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
     plt.close(fig)

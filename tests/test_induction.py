@@ -1,4 +1,4 @@
-"""lib.induction against the tutorial's own loops (hooks, one forward pass per patch) and
+"""claims.induction_tutorial.induction against the tutorial's own loops (hooks, one forward pass per patch) and
 transformer_lens.head_detector, on the tiny zoo models."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformer_lens.utilities import get_act_name
 
-from lib import induction as I
+from claims.induction_tutorial import induction as I
 from lib.heads import composition_scores
 from lib.metrics import logit_diff
 from lib.prompts import differing_positions

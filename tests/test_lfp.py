@@ -1,14 +1,13 @@
 """The Learned-Feedback-Pattern pipeline: divergence by MLP, the contrastive triples, activation deltas
-by hand, feature ablation that leaves a model unchanged when nothing is ablated, paired sampling, and the
-reward ~ sqrt(KL) fit."""
+by hand, feature ablation that leaves a model unchanged when nothing is ablated, and paired sampling."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
+from claims.marks_lfp import lfp
 from fixtures.zoo import corpus
-from lib import lfp
 from lib.loading import load_model
 from lib.sae import SAE
 
@@ -99,15 +98,6 @@ def test_paired_difference_by_hand():
     # differences 1, 2, 3: mean 2, sd 1, half-width 1.96 / sqrt(3)
     assert d["mean"] == pytest.approx(2.0)
     assert d["ci95"] == pytest.approx([2 - 1.96 / 3 ** 0.5, 2 + 1.96 / 3 ** 0.5])
-
-
-def test_reward_sqrt_kl_fit_recovers_an_exact_line():
-    log = [{"step": i, "reward": 0.5 + 2.0 * np.sqrt(k * 4), "kl": k, "completions/mean_length": 4.0}
-           for i, k in enumerate([0.0, 0.01, 0.04, 0.09, 0.25])]
-    fit = lfp.reward_vs_sqrt_kl(log)
-    assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(0.5) and fit["r2"] == pytest.approx(1.0)
-    with pytest.raises(lfp.LFPError, match="at least 3"):
-        lfp.reward_vs_sqrt_kl(log[:2])
 
 
 def test_settings_take_known_params_only():

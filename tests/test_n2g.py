@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib import n2g as G
+from claims.foote_n2g import n2g as G
 from lib.loading import load_model
 
 W = G.WILDCARD
@@ -101,7 +101,7 @@ def tiny():
 
 
 def test_graph_of_a_tiny_model_neuron(tiny):
-    from lib.sparse_probing import neuron_acts, text_tokens
+    from claims.gurnee_sparse_probing.sparse_probing import neuron_acts, text_tokens
 
     tokens, mask = text_tokens(tiny, ["This movie was really good and the plot was great .",
                                       "Her name was Alex Hart . Tomorrow at lunch time Alex", "the acting was bad ."])

@@ -2,8 +2,8 @@
 import numpy as np
 import torch
 
+from fixtures.records import ClaimRecord
 from lib import plots
-from lib.records import ClaimRecord
 
 
 def test_figures_render_into_a_record():

@@ -59,12 +59,11 @@ def test_published_pair_runs_to_a_verdict_offline(pytester, published_pair_cache
     monkeypatch.setenv("HF_HOME", str(published_pair_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     loading.hub_reachable.cache_clear()
-    pytester.makeconftest('pytest_plugins = ["fixtures.models", "fixtures.plugin"]')
-    claims = Path(__file__).resolve().parents[1] / "claims" / "test_seed000_rlhf.py"
-    pytester.makepyfile(test_rlhf=claims.read_text())
+    root = Path(__file__).resolve().parents[1]
     out = pytester.path / "out"
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--subject", "gpt2-imdb-rlhf",
-                                          "--report-dir", str(out), "-m", "seed000")
+    result = pytester.runpytest_inprocess(str(root / "claims" / "tigges_rlhf"), "-c", str(root / "pytest.ini"),
+                                          "--rootdir", str(root), "-p", "no:cacheprovider", "--subject",
+                                          "gpt2-imdb-rlhf", "--report-dir", str(out), "-m", "seed000")
     loading.hub_reachable.cache_clear()
     doc = json.loads((out / "claims.json").read_text())
     rows = {r["claim"]: r for r in doc["results"]}

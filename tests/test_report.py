@@ -6,40 +6,45 @@ import pickle
 import pytest
 import transformer_lens.model_bridge  # noqa: F401  imported once: pytester's in-process runs re-import new modules
 
-from lib import report as report_mod
-from lib.records import VERDICTS, CheckFailed, ClaimRecord
+from fixtures import catalogue
+from fixtures import report as report_mod
+from fixtures.records import VERDICTS, CheckFailed, ClaimRecord
 from tests.conftest import copy_checkpoint
 
 CLAIM_TESTS = '''
-import pytest
+from fixtures.catalogue import Paper, Param, claim
 
-@pytest.mark.seed002
-@pytest.mark.IND_04
+PAPER = Paper("demo", "A demo paper", "seed002")
+
+
+@claim("DEMO-01", statement="the model is deep enough", shown="a demo figure: 12 layers",
+       params={"min_layers": Param("the fewest layers that hold", 1)})
 def test_layers(subject, params, model, record):
     record.expect("n_layers", model.cfg.n_layers, ">=", params["min_layers"])
 
-@pytest.mark.seed000
-@pytest.mark.RLHF_01
+
+@claim("DEMO-02", statement="the pair shares a width", shown="nowhere")
 def test_pair(subject, params, base_model, tuned_model, record):
     record.measure(d_model=base_model.cfg.d_model)
     record.expect("same_width", base_model.cfg.d_model == tuned_model.cfg.d_model, "==", True)
 '''
+DEMO_CONFTEST = 'pytest_plugins = ["fixtures.models", "fixtures.plugin"]\nimport test_claims  # noqa: E402,F401  declares the demo claims before the subject files are read\n'
 
 SUBJECTS = '''
 [subjects.deep-enough]
 checkpoints = {{ model = "{ckpt}" }}
-[subjects.deep-enough.claims.IND-04]
+[subjects.deep-enough.claims.DEMO-01]
 min_layers = 2
 published = {{ n_layers = 12 }}
 
 [subjects.too-shallow]
 checkpoints = {{ model = "{ckpt}" }}
-[subjects.too-shallow.claims.IND-04]
+[subjects.too-shallow.claims.DEMO-01]
 min_layers = 5
 
 [subjects.known-shallow]
 checkpoints = {{ model = "{ckpt}" }}
-[subjects.known-shallow.claims.IND-04]
+[subjects.known-shallow.claims.DEMO-01]
 min_layers = 5
 expect = "refuted"
 fails = ["n_layers"]
@@ -48,26 +53,27 @@ reason = "a three-layer model"
 [subjects.offline-pair]
 origin = "hub"
 checkpoints = {{ base = "nobody/base-model", tuned = "nobody/tuned-model" }}
-[subjects.offline-pair.claims.RLHF-01]
+[subjects.offline-pair.claims.DEMO-02]
 
 [subjects.closed-model]
 origin = "hub"
 unavailable = "the weights were never released"
 checkpoints = {{ model = "nobody/closed" }}
-[subjects.closed-model.claims.IND-04]
+[subjects.closed-model.claims.DEMO-01]
 '''
 
 
 @pytest.fixture
 def claims_project(pytester, tmp_path, monkeypatch):
+    monkeypatch.setattr(catalogue, "DECLARED", dict(catalogue.DECLARED))  # the demo claims stay here
     from lib import loading
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     loading.hub_reachable.cache_clear()
     ckpt = copy_checkpoint("tiny-gpt2", tmp_path / "ckpt")
-    pytester.makeconftest('pytest_plugins = ["fixtures.models", "fixtures.plugin"]')
     pytester.makepyfile(test_claims=CLAIM_TESTS)
+    pytester.makeconftest(DEMO_CONFTEST)
     pytester.makefile(".toml", subjects=SUBJECTS.format(ckpt=ckpt))
     yield pytester, ckpt
     loading.hub_reachable.cache_clear()
@@ -84,19 +90,19 @@ def test_verdicts_skips_and_report(claims_project):
     result.stdout.fnmatch_lines(["*too-shallow: n_layers = 3, the claim needs >= 5*"])
     doc = json.loads((pytester.path / "out" / "claims.json").read_text())
     rows = {(r["claim"], r["subject"]): r for r in doc["results"]}
-    assert rows[("IND-04", "deep-enough")]["verdict"] == "holds"
-    assert rows[("IND-04", "deep-enough")]["measured"] == {"n_layers": 3}
-    assert rows[("IND-04", "deep-enough")]["threshold"] == {"n_layers": ">= 2"}
-    assert rows[("IND-04", "deep-enough")]["published"] == {"n_layers": 12}
-    assert rows[("IND-04", "too-shallow")]["verdict"] == "refuted"
-    assert "n_layers = 3" in rows[("IND-04", "too-shallow")]["reason"]
-    known = rows[("IND-04", "known-shallow")]
+    assert rows[("DEMO-01", "deep-enough")]["verdict"] == "holds"
+    assert rows[("DEMO-01", "deep-enough")]["measured"] == {"n_layers": 3}
+    assert rows[("DEMO-01", "deep-enough")]["threshold"] == {"n_layers": ">= 2"}
+    assert rows[("DEMO-01", "deep-enough")]["published"] == {"n_layers": 12}
+    assert rows[("DEMO-01", "too-shallow")]["verdict"] == "refuted"
+    assert "n_layers = 3" in rows[("DEMO-01", "too-shallow")]["reason"]
+    known = rows[("DEMO-01", "known-shallow")]
     assert known["verdict"] == "expected-refuted"
     assert known["reason"] == "a three-layer model (measured: n_layers = 3, needs >= 5)"
-    offline = rows[("RLHF-01", "offline-pair")]
+    offline = rows[("DEMO-02", "offline-pair")]
     assert offline["verdict"] == "not-run"
     assert "nobody/base-model" in offline["reason"] and "\n" not in offline["reason"]
-    closed = rows[("IND-04", "closed-model")]
+    closed = rows[("DEMO-01", "closed-model")]
     assert closed["verdict"] == "not-run" and closed["reason"] == "subject closed-model: the weights were never released"
     prov = doc["provenance"]
     assert set(prov["versions"]) >= {"torch", "transformers", "transformer-lens", "trl"}
@@ -109,14 +115,14 @@ def test_verdicts_skips_and_report(claims_project):
 
 def test_adhoc_checkpoint_overrides_the_file(claims_project):
     pytester, ckpt = claims_project
-    pytester.makefile(".toml", one="[subjects.mine.claims.IND-04]\nmin_layers = 1\n")
-    result = run(pytester, "--checkpoint", str(ckpt), "--subject-file", "one.toml", "-m", "IND_04")
+    pytester.makefile(".toml", one="[subjects.mine.claims.DEMO-01]\nmin_layers = 1\n")
+    result = run(pytester, "--checkpoint", str(ckpt), "--subject-file", "one.toml", "-m", "DEMO_01")
     result.assert_outcomes(passed=1, deselected=1)
 
 
 def test_markers_select_claims(claims_project):
     pytester, _ = claims_project
-    result = run(pytester, "--subject-file", "subjects.toml", "-m", "seed000")
+    result = run(pytester, "--subject-file", "subjects.toml", "-m", "DEMO_02")
     result.assert_outcomes(skipped=1, deselected=4)
 
 
@@ -131,7 +137,7 @@ def test_corrupt_checkpoint_fails_with_one_line(claims_project):
     pytester, ckpt = claims_project
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    result = run(pytester, "--subject-file", "subjects.toml", "-m", "IND_04", "-k", "deep")
+    result = run(pytester, "--subject-file", "subjects.toml", "-m", "DEMO_01", "-k", "deep")
     result.assert_outcomes(errors=1, deselected=4)
     result.stdout.fnmatch_lines(["*model.safetensors is truncated*"])
     (row,) = json.loads((pytester.path / "out" / "claims.json").read_text())["results"]
@@ -204,8 +210,8 @@ def test_hub_subject_runs_from_a_local_hub_cache(claims_project, tmp_path):
 
     hub_layout(ckpt, tmp_path / "empty_hf_home", "someone/tiny-gpt2")
     pytester.makefile(".toml", hub='[subjects.cached]\norigin = "hub"\ncheckpoints = { model = "someone/tiny-gpt2" }\n'
-                                   '[subjects.cached.claims.IND-04]\nmin_layers = 1\n')
-    result = run(pytester, "--subject-file", "hub.toml", "-m", "IND_04")
+                                   '[subjects.cached.claims.DEMO-01]\nmin_layers = 1\n')
+    result = run(pytester, "--subject-file", "hub.toml", "-m", "DEMO_01")
     result.assert_outcomes(passed=1, deselected=1)
     doc = json.loads((pytester.path / "out" / "claims.json").read_text())
     assert doc["provenance"]["checkpoints"]["someone/tiny-gpt2"]["source"] == "hub"

@@ -9,13 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib import cache as C
+from fixtures import cache as C
+from fixtures.cache import cached_sae
 from lib.loading import load_model
 from lib.sae import (
     SAE,
     SAEError,
     SAETrainConfig,
-    cached_sae,
     decoder_overlap,
     resample,
     sae_metrics,
@@ -238,8 +238,8 @@ def test_splice_with_an_identity_sae_changes_nothing():
 # ---------------------------------------------------------------------------------------------
 # Inside a model: tokens, losses, and tuning through c and d
 
+from claims.sae_rlhf import sae_tuning as T  # noqa: E402
 from lib import sae as S  # noqa: E402
-from lib import sae_tuning as T  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -351,7 +351,7 @@ def test_changed_parameters_name_exactly_what_moved():
 def test_sae_figures_draw_with_one_series_and_a_lower_loss():
     import matplotlib.pyplot as plt
 
-    from lib import sae_plots
+    from claims.sae_rlhf import sae_plots
 
     fig = sae_plots.training_curves({"loss": [3.0, 2.0, 1.0]}, ["loss"], title="one")
     assert len(fig.axes) == 1

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lib import sparse_probing as S
+from claims.gurnee_sparse_probing import sparse_probing as S
 from lib.errors import HookNameError
 from lib.loading import load_model
 

@@ -1,8 +1,8 @@
 """The subjects registry and ad-hoc subjects from the command line."""
 import pytest
 
+from fixtures import catalogue
 from fixtures import subjects as registry
-from fixtures.catalogue import CLAIMS, marker
 
 PAIR = """
 [subjects.my-pair]
@@ -25,16 +25,8 @@ def test_registry_loads_and_names_only_known_claims():
     subjects = registry.load_registry()
     assert {"gpt2-imdb-rlhf", "gpt2-small", "gelu-2l", "tiny-gpt2"} <= set(subjects)
     for s in subjects.values():
-        assert set(s.claims) <= set(CLAIMS)
+        assert set(s.claims) <= set(catalogue.claims())
         assert s.origin in ("hub", "zoo")
-
-
-def test_every_claim_has_a_marker_in_pytest_ini():
-    text = open("pytest.ini").read()
-    for claim in CLAIMS:
-        assert f"    {marker(claim)}:" in text
-    for seed in ("seed000", "seed001", "seed002", "seed003", "seed004"):
-        assert f"    {seed}:" in text
 
 
 def test_claim_params_overlay_subject_params(tmp_path):

@@ -7,14 +7,19 @@ model and 1 the tuned one.
 """
 import pytest
 
+from claims.tigges_rlhf import pair as P
+from fixtures.catalogue import Param, claim
 from fixtures.prompts import review_family
-from lib import pair as P
 from lib import plots
 from lib.divergence import block_divergence
 from lib.heads import head_name, parse_head
 from lib.stats import fraction
 
-pytestmark = pytest.mark.seed000
+PAIR_PARAMS = {
+    "prompt": Param("the canonical prompt", type=str),
+    "answers": Param("the two answers; logit diff = logit(first) - logit(second)", type=list),
+    "tuned_layers": Param("the blocks the tuning changed (default: the last two)", None, type=list),
+}
 
 
 @pytest.fixture
@@ -23,7 +28,8 @@ def pair(params, base_model, tuned_model) -> P.Pair:
 
 
 def tuned_layers(params, model) -> list[int]:
-    return params.get("tuned_layers") or [model.cfg.n_layers - 2, model.cfg.n_layers - 1]
+    layers = params["tuned_layers"]
+    return [model.cfg.n_layers - 2, model.cfg.n_layers - 1] if layers is None else layers
 
 
 def family_outcomes(params, base_model, tuned_model, holds) -> list[bool]:
@@ -32,11 +38,20 @@ def family_outcomes(params, base_model, tuned_model, holds) -> list[bool]:
     return [holds(P.run_pair(base_model, tuned_model, m.prompt, m.answers)) for m in family]
 
 
-@pytest.mark.RLHF_01
+@claim(
+    "RLHF-01",
+    statement="The base model equivocates; the tuned model prefers ' bad'",
+    shown="logit differences after the prompt: base -0.089, tuned +2.016",
+    params={
+        **PAIR_PARAMS,
+        "margin": Param("the tuned logit diff must exceed the base one by more than this", 1.0),
+        "base_max_abs": Param("the base model equivocates: |its logit diff| stays below this", 1.0),
+    },
+)
 def test_rlhf_01_tuned_model_prefers_bad(params, pair, base_model, tuned_model, record):
     """"The source model equivocates between the two adjectives, but the RLHF model is strongly biased
     towards the negative adjective." (seed 000, logit differences: base -0.089, tuned +2.016.)"""
-    margin, near_zero = params.get("margin", 1.0), params.get("base_max_abs", 1.0)
+    margin, near_zero = params["margin"], params["base_max_abs"]
 
     def holds(p: P.Pair) -> bool:
         return p.tuned_logit_diff > 0 and p.tuned_logit_diff - p.base_logit_diff > margin and abs(p.base_logit_diff) < near_zero
@@ -51,7 +66,16 @@ def test_rlhf_01_tuned_model_prefers_bad(params, pair, base_model, tuned_model, 
     record.measure(base_logit_diff=pair.base_logit_diff)
 
 
-@pytest.mark.RLHF_02
+@claim(
+    "RLHF-02",
+    statement="RLHF changes only the last two layers: logit-lens logit diff identical before them",
+    shown="logit lens figure: the logit diff is identical for all but the last two layers",
+    params={
+        **PAIR_PARAMS,
+        "atol": Param("the logit-lens curves count as equal up to the tuned blocks within this", 1e-5),
+        "min_final_gap": Param("the curves must part by at least this at the final point", 0.5),
+    },
+)
 def test_rlhf_02_only_the_last_two_layers_change(params, pair, base_model, tuned_model, record):
     """"Notice that the logit difference is identical for all except for the last two layers. This is
     expected, since by default in TRLX only two layers of original model are unfrozen for RLHF
@@ -66,11 +90,16 @@ def test_rlhf_02_only_the_last_two_layers_change(params, pair, base_model, tuned
         xticks=labels))
     record.measure(block_relative_l2=div["relative_l2"], lens_gap=gap)
     record.expect("frozen_blocks_max_abs_weight_change", float(div["max_abs"][:first_tuned].max()), "==", 0.0)
-    record.expect("lens_max_gap_before_tuned_layers", float(gap[: first_tuned + 1].max()), "<=", params.get("atol", 1e-5))
-    record.expect("lens_gap_final", float(gap[-1]), ">=", params.get("min_final_gap", 0.5))
+    record.expect("lens_max_gap_before_tuned_layers", float(gap[: first_tuned + 1].max()), "<=", params["atol"])
+    record.expect("lens_gap_final", float(gap[-1]), ">=", params["min_final_gap"])
 
 
-@pytest.mark.RLHF_03
+@claim(
+    "RLHF-03",
+    statement="MLP 10 is the largest-magnitude contributor to the logit diff in the tuned model",
+    shown="per-layer attribution figure: the MLP of layer 10 has the largest-magnitude influence by far",
+    params={**PAIR_PARAMS, "component": Param("the dominant component, 'kind.layer' (e.g. 'mlp_out.10')", type=str)},
+)
 def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, record):
     """"The largest-magnitude influence by far on the logit difference occurs in the MLP of Layer 10."
     (seed 000, per-layer attribution figure.)"""
@@ -84,7 +113,16 @@ def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, record):
     record.expect("largest_component", ranked[0], "==", P.parse_component(params["component"]))
 
 
-@pytest.mark.RLHF_04
+@claim(
+    "RLHF-04",
+    statement="Per-head DLA difference is zero below layer 10; heads 10.4 and 10.9 differ most",
+    shown="per-head DLA difference figure: identical in the first 10 blocks; heads 4 and 9 of layer 10 differ",
+    params={
+        **PAIR_PARAMS,
+        "heads": Param("the heads of the first tuned block that changed most, 'layer.head'", type=list),
+        "max_below_ratio": Param("largest |DLA change| below the tuned blocks, over the largest anywhere, at most", 0.01),
+    },
+)
 def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
     """"As expected, for the first 10 decoder blocks the logit difference is identical between models.
     Heads 4 and 9 in Layer 10 show significant differences." (seed 000, per-head DLA difference.)"""
@@ -94,11 +132,20 @@ def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
     top = sorted(P.top_heads(diff, len(named), layer=first_tuned))
     below = float(diff[:first_tuned].abs().max()) if first_tuned else 0.0
     record.figure("per-head DLA, tuned - base", plots.heatmap(diff, title="head DLA difference", xlabel="head", ylabel="layer"))
-    record.expect("below_over_largest_change", below / float(diff.abs().max()), "<=", params.get("max_below_ratio", 0.01))
+    record.expect("below_over_largest_change", below / float(diff.abs().max()), "<=", params["max_below_ratio"])
     record.expect(f"top_heads_of_layer_{first_tuned}", [head_name(*h) for h in top], "==", [head_name(*h) for h in named])
 
 
-@pytest.mark.RLHF_05
+@claim(
+    "RLHF-05",
+    statement="Residual patching tuned->base: position 4 into layer 11 is the only location adding negativity",
+    shown="residual stream patching figure: position 4 going into layer 11",
+    params={
+        **PAIR_PARAMS,
+        "layer": Param("the layer whose resid_pre patch has the largest effect", type=int),
+        "position": Param("the position of that patch", type=int),
+    },
+)
 def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
     """"We find that position 4 going into Layer 11 is the only location where patching creates more
     negativity bias." (seed 000, residual stream patching figure.)"""
@@ -111,7 +158,16 @@ def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
     record.expect("argmax_layer_pos", [layer, pos], "==", [params["layer"], params["position"]])
 
 
-@pytest.mark.RLHF_06
+@claim(
+    "RLHF-06",
+    statement="Attention-out and MLP-out patching: position 4 is where the effect is",
+    shown="attention-out and MLP-out patching figures: position 4 is where the action is",
+    params={
+        **PAIR_PARAMS,
+        "position": Param("the position where the effect sits", type=int),
+        "min_share": Param("share of the total |effect| at that position, at least (attention and MLP each)", 0.5),
+    },
+)
 def test_rlhf_06_attention_and_mlp_effects_sit_at_one_position(params, pair, record):
     """"We can patch the MLPs and attention layers as well. Once again, we find that position 4 is where
     the action is." (seed 000, attention-out and MLP-out patching figures.)"""
@@ -120,12 +176,17 @@ def test_rlhf_06_attention_and_mlp_effects_sit_at_one_position(params, pair, rec
     for name in ("attn_out", "mlp_out"):
         record.figure(f"{name} patching, tuned -> base", plots.heatmap(
             sweeps[name], title=f"{name}: normalised logit diff", xlabel="position", ylabel="layer", xticks=tokens))
-    pos, share = params["position"], params.get("min_share", 0.5)
+    pos, share = params["position"], params["min_share"]
     record.expect("attn_out_share_at_position", P.mass_at(sweeps["attn_out"], pos), ">=", share)
     record.expect("mlp_out_share_at_position", P.mass_at(sweeps["mlp_out"], pos), ">=", share)
 
 
-@pytest.mark.RLHF_07
+@claim(
+    "RLHF-07",
+    statement="Single-head patching: largest effects in layer 11 heads, especially L11H10",
+    shown="single-head patching figure: the biggest changes in layer 11 heads, especially L11H10",
+    params={**PAIR_PARAMS, "head": Param("the head whose single patch has the largest effect, 'layer.head'", type=str)},
+)
 def test_rlhf_07_top_single_head(params, pair, record):
     """"Each head shown was tested independently, and the biggest changes in logit difference occurred in
     various heads in Layer 11--especially L11H10." (seed 000, single-head patching figure.)"""
@@ -137,7 +198,15 @@ def test_rlhf_07_top_single_head(params, pair, record):
     record.expect("top_head", head_name(*top[0]), "==", head_name(*parse_head(params["head"])))
 
 
-@pytest.mark.RLHF_08
+@claim(
+    "RLHF-08",
+    statement="Patching L10H4 and L10H9 together (tuned->base) flips ' good' to ' bad'",
+    shown="two-head patching figure: patching L10H4 and L10H9 together flips the base model to ' bad'",
+    params={
+        **PAIR_PARAMS,
+        "heads": Param("the heads patched together, 'layer.head'", type=list),
+    },
+)
 def test_rlhf_08_two_heads_flip_the_prediction(params, pair, base_model, tuned_model, record):
     """"Let's patch L10H4 and L10H9 at the same time and see if we can get the original model to flip
     from predicting 'good' to predicting 'bad.' [...] As we can see, it works!" (seed 000, two-head

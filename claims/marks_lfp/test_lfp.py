@@ -1,12 +1,12 @@
 """Claims of "Interpreting Learned Feedback Patterns in Large Language Models" (seed 001, Marks et al.):
 probes on sparse-autoencoder codes of a fine-tuned model's MLP outputs recover the fine-tuning feedback.
 
-The pipeline (lib.lfp) follows the paper's section 3: the highest-divergence MLP layers; two tied SAEs per
+The pipeline (lfp.py) follows the paper's section 3: the highest-divergence MLP layers; two tied SAEs per
 layer (sizes n = d_model and 2n); contrastive (positive, neutral, negative) triples of review prefixes
 with a VADER-lexicon word substituted; probe inputs = concatenated SAE codes at that word; activation
 deltas = signed L2 distances to the neutral element. Every probe is scored on lexicon words it never saw
 in training (5 folds split by word). The paper labels features with GPT-4; here an offline labeller
-stands in for it (lib.lfp.label_features): a feature is feedback-related when the mean VADER valence of
+stands in for it (lfp.label_features): a feature is feedback-related when the mean VADER valence of
 the tokens it fires on most strongly is extreme. Where a subject's L1 coefficient differs from the paper's
 1e-3, its table says why, every report states the coefficient used, and LFP-02 and LFP-08 also show the
 dictionaries trained with the paper's.
@@ -15,36 +15,51 @@ dictionaries trained with the paper's.
 import numpy as np
 import pytest
 
-from lib import lfp, plots
+from claims.marks_lfp import lfp
+from claims.marks_lfp.tables import TABLE_2_9, TABLE_3, TABLE_4, TABLE_5, TABLE_6, TABLE_7
+from fixtures.catalogue import Param, claim
+from lib import plots
 from lib import probes as P
 from lib.divergence import block_divergence
 
-pytestmark = pytest.mark.seed001
-
-# The paper's numbers, shown beside ours.
-TABLE_3 = [["Pythia-70m", "HH", 0.9992], ["Pythia-160m", "HH", 1.0], ["GPT-Neo-125m", "HH", 0.999],
-           ["Gemma-2b", "HH", 0.9997], ["Pythia-70m", "toxic", 0.9988], ["Pythia-160m", "toxic", 0.999],
-           ["GPT-Neo-125m", "toxic", 0.998], ["Gemma-2b", "toxic", 0.9988]]
-TABLE_4 = [["Pythia-70m", 0.042, 0.26], ["Pythia-160m", 0.093, 0.014], ["GPT-Neo-125m", 0.023, 0.48],
-           ["Baseline (Xavier)", -0.037, 0.55]]
-TABLE_5 = [["GPT-Neo-125m", 0.764, 0.842], ["Pythia-70m", 0.8138, 0.9219], ["Pythia-160m", 0.824, 0.906]]
-TABLE_6 = [["Pythia-70m", 2.07, 1.96], ["Pythia-160m", 1.95, 1.69], ["GPT-Neo-125m", 1.43, 1.43]]
-TABLE_7 = [["Pythia-70m", 0.19, 0.091], ["Pythia-160m", 0.197, 0.041], ["GPT-Neo-125m", 0.139, 0.042]]
-# Tables 2 and 9 (GPT-Neo-125m): token -> (predicted, VADER) as published
-TABLE_2_9 = {"award": (1.4, 2.5), "loved": (2.0, 2.9), "great": (1.0, 3.1), "precious": (-0.81, 2.7),
-             "beautifully": (0.64, 2.7), "marvelous": (1.28, 2.9), "despised": (-2.2, -1.7), "weak": (-2.2, -1.9),
-             "dreadful": (-2.6, -1.9), "cowardly": (-2.53, -1.6), "bad": (-2.29, -2.5), "fun": (1.9, 2.3),
-             "miserable": (-3.3, -2.2), "brilliant": (1.3, 2.8), "terrible": (-1.9, -2.1), "funny": (0.7, 1.9),
-             "boring": (-2.8, -1.3), "amazing": (1.3, 2.8), "wonderful": (0.9, 2.7), "good": (1.4, 1.9)}
-
+_SETTINGS = lfp.Settings.defaults()
+# Read by the `layers` and `analysis` fixtures (lfp.Settings) and by _record_settings: every claim on the
+# shared analysis of the tuned model (LFP-02 to LFP-08) takes them.
+ANALYSIS_PARAMS = {
+    "layers": Param("the MLP layers studied, highest divergence first (default: the `n_studied_layers` "
+                    "highest-divergence ones)", None, type=list),
+    "n_studied_layers": Param("how many highest-divergence MLP layers are studied where `layers` is unset", 5),
+    "n_reviews": Param("reviews of autoencoder training text", _SETTINGS["n_reviews"]),
+    "l1_coeff": Param("the autoencoders' L1 coefficient on this subject (the paper's 1e-3 unless `l1_reason` says "
+                      "why not)", _SETTINGS["l1_coeff"]),
+    "paper_l1_coeff": Param("the paper's L1 coefficient: dictionaries trained with it are reported beside the "
+                            "subject's", _SETTINGS["paper_l1_coeff"]),
+    "l1_reason": Param("why the subject's L1 coefficient is the one it is, stated in every report",
+                       "the paper's coefficient"),
+    "lr": Param("the autoencoders' learning rate", _SETTINGS["lr"]),
+    "batch_size": Param("the autoencoders' batch size", _SETTINGS["batch_size"]),
+    "data_seed": Param("seed of the autoencoders' training reviews and initialisation", _SETTINGS["data_seed"]),
+    "n_triples": Param("contrastive (positive, neutral, negative) triples probed", _SETTINGS["n_triples"]),
+    "triple_seed": Param("seed of the reviews the triples are cut from", _SETTINGS["triple_seed"]),
+    "label_reviews": Param("held-out reviews for feature labels and the autoencoders' reconstruction metrics",
+                           _SETTINGS["label_reviews"]),
+    "label_seed": Param("seed of those held-out reviews", _SETTINGS["label_seed"]),
+    "label_top_k": Param("a feature's strongest activations whose tokens' VADER valence labels it",
+                         _SETTINGS["label_top_k"]),
+    "min_valence": Param("a feature is feedback-related when |mean valence of its top tokens| reaches this",
+                         _SETTINGS["min_valence"]),
+    "overlap_cosine": Param("decoder cosine at which a size-n feature counts as found in the size-2n dictionary",
+                            _SETTINGS["overlap_cosine"]),
+    "folds": Param("cross-validation folds, split by substituted word", _SETTINGS["folds"]),
+}
 
 @pytest.fixture
 def layers(params, request) -> list[int]:
-    """The subject's registered high-divergence layers, or the five highest-divergence MLP layers."""
-    if "layers" in params:
+    """The subject's registered high-divergence layers, or the `n_studied_layers` highest-divergence MLP layers."""
+    if params["layers"] is not None:
         return list(params["layers"])
     div = lfp.mlp_divergence(request.getfixturevalue("base_model"), request.getfixturevalue("tuned_model"))
-    return lfp.top_layers(div, params.get("n_studied_layers", 5))
+    return lfp.top_layers(div, params["n_studied_layers"])
 
 
 @pytest.fixture
@@ -56,18 +71,18 @@ def _ci(f) -> str:
     return f"{f.low:.1%}-{f.high:.1%}"
 
 
-LABELLER = ("offline, in place of the paper's GPT-4: a feature is feedback-related when the mean VADER valence of "
-            "its {k} strongest tokens on held-out reviews is >= {v} in absolute value")
-
-
 def _record_settings(analysis, params, record) -> None:
     """The autoencoders' L1 coefficient on this subject, the paper's, and the registry's reason for any difference."""
     s = analysis.s
-    record.measure(l1_coeff=s.l1_coeff, paper_l1_coeff=s.paper_l1_coeff,
-                   l1_choice=params.get("l1_reason", "the paper's coefficient"))
+    record.measure(l1_coeff=s.l1_coeff, paper_l1_coeff=s.paper_l1_coeff, l1_choice=params["l1_reason"])
 
 
-@pytest.mark.LFP_01
+@claim(
+    "LFP-01",
+    statement="Layers whose parameters diverge most after RLHF are mostly the deeper layers",
+    shown="section 3.2 and Figure 7 (Appendix C): the high-divergence layers are largely the deeper layers",
+    params={"top_k": Param("the blocks of largest parameter change counted (at most the model's depth)", 5)},
+)
 def test_lfp_01_deeper_layers_diverge_most(params, base_model, tuned_model, record):
     """"These high-divergence layers were largely the deeper layers of the LLMs; see Appendix C."
     (seed 001, section 3.2 and Figure 7.) The top-k blocks by L2 norm of the parameter change must be
@@ -75,7 +90,7 @@ def test_lfp_01_deeper_layers_diverge_most(params, base_model, tuned_model, reco
     n = base_model.cfg.n_layers
     block = block_divergence(base_model, tuned_model, n)["l2"]
     mlp = lfp.mlp_divergence(base_model, tuned_model, n)
-    top = lfp.top_layers(block, min(params.get("top_k", 5), n))
+    top = lfp.top_layers(block, min(params["top_k"], n))
     record.figure("Figure 7: parameter divergence per layer", plots.bars(
         {"block": block, "MLP": mlp}, title="L2 norm of tuned - base", ylabel="L2", labels=[str(l) for l in range(n)]))
     record.measure(block_l2=block, mlp_l2=mlp, top_layers=top, top_mlp_layers=lfp.top_layers(mlp, min(5, n)))
@@ -84,7 +99,17 @@ def test_lfp_01_deeper_layers_diverge_most(params, base_model, tuned_model, reco
     record.expect("upper_half_share_of_top_layers", sum(l >= n / 2 for l in top) / len(top), ">", 0.5)
 
 
-@pytest.mark.LFP_02
+@claim(
+    "LFP-02",
+    statement="Probes on SAE-condensed activations predict the feedback sign (>= 99.8%)",
+    shown="section 4.1, Table 3: logistic probe accuracy >= 99.80% on a test set (99.80% to 100% across models and tasks)",
+    params={
+        **ANALYSIS_PARAMS,
+        "n_shuffles": Param("shuffled-label controls (one seed each)", 3),
+        "max_shuffled_deviation": Param("the shuffled-label control's accuracy must sit this close to 50%", 0.1),
+        "min_accuracy": Param("the held-out-word accuracy must reach this (the paper's lowest)", 0.998),
+    },
+)
 def test_lfp_02_logistic_probe_predicts_feedback_sign(params, analysis, base_model, record):
     """"When trained to predict a less granular feedback signal, our probes achieve near-perfect accuracy
     (>= 99.80% on a test dataset)." (seed 001, section 4.1, Table 3.) Held out: lexicon words the probe
@@ -96,7 +121,7 @@ def test_lfp_02_logistic_probe_predicts_feedback_sign(params, analysis, base_mod
     acc = P.held_out_accuracy(d.X, d.label, d.word, s.folds)
     by_example = P.held_out_accuracy(d.X, d.label, np.arange(len(d.label)), s.folds)
     shuffled = [P.held_out_accuracy(d.X, P.shuffled_group_labels(d.label, d.word, seed), d.word, s.folds).examples
-                for seed in range(params.get("n_shuffles", 3))]
+                for seed in range(params["n_shuffles"])]
     width = analysis.dictionaries.small[s.layers[0]].d_sae
     per_layer = [[f"layer {l}", P.held_out_accuracy(d.X[:, i * width:(i + 1) * width], d.label, d.word, s.folds).examples]
                  for i, l in enumerate(s.layers)]
@@ -118,18 +143,21 @@ def test_lfp_02_logistic_probe_predicts_feedback_sign(params, analysis, base_mod
                    paper_l1_accuracy=paper_l1.as_json(), shuffled_label_accuracy=[f.as_json() for f in shuffled],
                    shuffled_label_accuracy_mean=float(np.mean([f.value for f in shuffled])))
     record.expect("shuffled_label_accuracy_distance_from_chance", abs(float(np.mean([f.value for f in shuffled])) - 0.5),
-                  "<", params.get("max_shuffled_deviation", 0.1))
-    record.expect("held_out_word_accuracy", acc.examples.value, ">=", params.get("min_accuracy", 0.998))
+                  "<", params["max_shuffled_deviation"])
+    record.expect("held_out_word_accuracy", acc.examples.value, ">=", params["min_accuracy"])
 
 
-def vader_probe(analysis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(words, per-word mean held-out prediction of the linear probe, VADER valence)."""
-    d = analysis.data
-    words, mean_pred = P.group_means(analysis.predicted_delta, d.word)
-    return words, mean_pred, P.group_means(d.valence, d.word)[1]
-
-
-@pytest.mark.LFP_03
+@claim(
+    "LFP-03",
+    statement="A linear probe's predicted token reward correlates with the VADER lexicon",
+    shown="section 4.1, Tables 2, 4 and 9: Kendall tau of probe vs VADER 0.042 (p 0.26), 0.093 (p 0.014), 0.023 "
+          "(p 0.48) for Pythia-70m, Pythia-160m, GPT-Neo-125m; untrained (Xavier) probe -0.037 (p 0.55)",
+    params={
+        **ANALYSIS_PARAMS,
+        "n_baseline": Param("Xavier-initialised baseline probes", 100),
+        "alpha": Param("significance level of Kendall's tau", 0.05),
+    },
+)
 def test_lfp_03_probe_reward_correlates_with_vader(params, analysis, record):
     """"We find a strongly significant correlation (p-value = 0.014) between our probe's predictions and
     the VADER lexicon for Pythia-160m [...] As a baseline, we also measure the Kendall Tau coefficient for
@@ -139,10 +167,10 @@ def test_lfp_03_probe_reward_correlates_with_vader(params, analysis, record):
     the sign of the target follows the word's polarity and tau over all words mostly measures that sign; tau
     within one polarity (shown, not asserted) is the finer test."""
     _record_settings(analysis, params, record)
-    words, pred, valence = vader_probe(analysis)
+    words, pred, valence = lfp.vader_probe(analysis)
     tau, p = P.kendall(pred, valence)
     baseline = [P.kendall(P.group_means(b, analysis.data.word)[1], valence)
-                for b in P.xavier_predictions(analysis.data.X, params.get("n_baseline", 100))]
+                for b in P.xavier_predictions(analysis.data.X, params["n_baseline"])]
     base_taus = np.array([t for t, _ in baseline])
     pos, neg = valence > 0, valence < 0
     within = {"positive": P.kendall(pred[pos], valence[pos]), "negative": P.kendall(pred[neg], valence[neg])}
@@ -161,30 +189,43 @@ def test_lfp_03_probe_reward_correlates_with_vader(params, analysis, record):
         valence, pred, title="linear probe, held-out words", xlabel="VADER valence", ylabel="predicted"))
     record.measure(n_words=len(words), kendall_tau_all_words=tau, kendall_p_all_words=p, xavier_tau_percentiles={q: float(np.percentile(base_taus, q)) for q in (5, 50, 95)},
                    within_polarity={k: list(v) for k, v in within.items()})
-    alpha = params.get("alpha", 0.05)
+    alpha = params["alpha"]
     record.expect("kendall_tau", tau, ">", 0.0)
     record.expect("kendall_p", p, "<", alpha)
     record.expect("tau_minus_xavier_95th_percentile", tau - float(np.percentile(base_taus, 95)), ">", 0.0)
 
 
-@pytest.mark.LFP_04
+@claim(
+    "LFP-04",
+    statement="The VADER probe predicts the correct sign (76-92%)",
+    shown="section 4.2, Table 5: correct sign for 76.4% to 92.2% of words (positive 76.4-82.4%, negative 84.2-92.2%)",
+    params={**ANALYSIS_PARAMS,
+            "min_sign_accuracy": Param("share of positive and of negative words whose sign the probe gets right "
+                                       "(the paper's lowest)", 0.764)},
+)
 def test_lfp_04_probe_predicts_the_sign(params, analysis, record):
     """"Even when our probes are less accurate (Table 4), they frequently identify the correct sign of the
     word from VADER (Table 5)." (seed 001, section 4.2, Table 5: 76.4% to 92.2%.) Per held-out word, with
     Wilson 95% intervals; the threshold is the paper's lowest value."""
     _record_settings(analysis, params, record)
-    _, pred, valence = vader_probe(analysis)
+    _, pred, valence = lfp.vader_probe(analysis)
     acc = P.sign_accuracy(pred, valence)
     record.table("Table 5: sign accuracy of the VADER probe", ["model", "positive words", "negative words"],
                  [[f"ours ({acc['positive']}; {acc['negative']})", acc["positive"].value, acc["negative"].value],
                   *[[f"paper: {m}", a, b] for m, a, b in TABLE_5]])
     record.measure(positive=acc["positive"].as_json(), negative=acc["negative"].as_json())
-    threshold = params.get("min_sign_accuracy", 0.764)
+    threshold = params["min_sign_accuracy"]
     record.expect("positive_words_correct_sign", acc["positive"].value, ">=", threshold)
     record.expect("negative_words_correct_sign", acc["negative"].value, ">=", threshold)
 
 
-@pytest.mark.LFP_05
+@claim(
+    "LFP-05",
+    statement="Probe inputs separate along the first principal component",
+    shown="Figure 5: the first principal component, along which the classes differ, explains ~97% of the variance",
+    params={**ANALYSIS_PARAMS,
+            "min_pc1": Param("the first principal component's share of the probe inputs' variance must reach this", 0.95)},
+)
 def test_lfp_05_probe_inputs_separate_along_pc1(params, analysis, record):
     """"Inputs to the probes trained in Table 3 are cleanly separable into the probe's classifications
     using dimensionality reduction [...] The first principal component across which the categories
@@ -195,22 +236,20 @@ def test_lfp_05_probe_inputs_separate_along_pc1(params, analysis, record):
     separation = P.auc(proj[:, 0], d.label)
     record.figure("Figure 5: PCA of the probe inputs", lfp.pca_figure(proj, d.label, ratio))
     record.measure(explained_variance_ratio=ratio, pc1_label_auc=separation)
-    record.expect("pc1_explained_variance", float(ratio[0]), ">=", params.get("min_pc1", 0.95))
+    record.expect("pc1_explained_variance", float(ratio[0]), ">=", params["min_pc1"])
 
 
-def _feature_columns(analysis) -> dict[str, list[int]]:
-    """Columns of A_concat of the labelled features, by polarity of their top tokens."""
-    width = analysis.dictionaries.small[analysis.s.layers[0]].d_sae
-    out = {"all": [], "positive": [], "negative": []}
-    for i, l in enumerate(analysis.s.layers):
-        lab = analysis.labels[l]
-        for f in lab["related"]:
-            out["all"].append(i * width + f)
-            out["positive" if lab["mean_valence"][f] > 0 else "negative"].append(i * width + f)
-    return out
-
-
-@pytest.mark.LFP_06
+@claim(
+    "LFP-06",
+    statement="Feedback features are 2-3x more often active on strong positive-feedback inputs",
+    shown="section 4.2, Table 7: on inputs with activation delta > 3, labelled features active 19%, 19.7%, 13.9% "
+          "against 9.1%, 4.1%, 4.2% for the average feature (Pythia-70m, Pythia-160m, GPT-Neo-125m)",
+    params={
+        **ANALYSIS_PARAMS,
+        "strong_delta": Param("predicted activation delta above which an input counts as strong positive feedback", 3.0),
+        "min_ratio": Param("labelled features' activation frequency over the average feature's must reach this", 2.0),
+    },
+)
 def test_lfp_06_feedback_features_fire_on_strong_positive_inputs(params, analysis, record):
     """"We find that a feature identified by GPT-4 as related to LFPs is between two and three times as
     likely to be correlated with implicit positive feedback in a fine-tuned LLM's activations by our
@@ -220,8 +259,8 @@ def test_lfp_06_feedback_features_fire_on_strong_positive_inputs(params, analysi
     top of the lexicon's range, as the paper rescales them to the reward's range."""
     _record_settings(analysis, params, record)
     d, s = analysis.data, analysis.s
-    strong = analysis.predicted_delta > params.get("strong_delta", 3.0)
-    cols = _feature_columns(analysis)
+    strong = analysis.predicted_delta > params["strong_delta"]
+    cols = lfp.feature_columns(analysis)
     freq = (d.X[strong] > 0).mean(0) if strong.any() else np.full(d.X.shape[1], np.nan)
     labelled = float(freq[cols["all"]].mean()) if cols["all"] else float("nan")
     average = float(freq.mean())
@@ -234,18 +273,30 @@ def test_lfp_06_feedback_features_fire_on_strong_positive_inputs(params, analysi
                  ["layer", "feature", "mean valence", "top tokens"],
                  [[l, f, round(float(analysis.labels[l]["mean_valence"][f]), 2), " ".join(analysis.labels[l]["top_words"][f])]
                   for l in analysis.s.layers for f in analysis.labels[l]["related"]])
-    record.measure(feature_labeller=LABELLER.format(k=s.label_top_k, v=s.min_valence), strong_inputs=int(strong.sum()),
+    record.measure(feature_labeller=lfp.labeller(s), strong_inputs=int(strong.sum()),
                    labelled_features_frequency=labelled, average_feature_frequency=average, labelled_positive_features_frequency=float(freq[cols["positive"]].mean()) if cols["positive"] else None,
                    labelled_negative_features_frequency=float(freq[cols["negative"]].mean()) if cols["negative"] else None)
     record.expect("n_labelled_features", len(cols["all"]), ">", 0)
-    record.expect("frequency_ratio_labelled_to_average", ratio, ">=", params.get("min_ratio", 2.0))
+    record.expect("frequency_ratio_labelled_to_average", ratio, ">=", params["min_ratio"])
 
 
 def _change(d: dict) -> str:
     return f"after - before {d['mean']:+.3f}, 95% CI {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f}"
 
 
-@pytest.mark.LFP_07
+@claim(
+    "LFP-07",
+    statement="Zero-ablating feedback features keeps or lowers the fine-tuning reward",
+    shown="section 4.2, Table 6: reward before / after ablation 2.07 / 1.96 (Pythia-70m), 1.95 / 1.69 (Pythia-160m), "
+          "1.43 / 1.43 (GPT-Neo-125m)",
+    params={
+        **ANALYSIS_PARAMS,
+        "n_completions": Param("completions sampled with and without the ablation", 1000),
+        "sample_seed": Param("seed of the sampling noise (shared by the paired runs) and of the random-feature control", 0),
+        "feedback": Param("the fine-tuning feedback, 'positive' or 'negative': the reward is the VADER reward, negated "
+                          "for 'negative'", "positive"),
+    },
+)
 def test_lfp_07_ablating_feedback_features_keeps_or_lowers_reward(params, analysis, tuned_model, record):
     """"To ensure that the features identified by GPT-4 are related to LFPs, we zero-ablate those
     features and measure the performance of the LLM with the ablated features on the fine-tuning task,
@@ -255,12 +306,12 @@ def test_lfp_07_ablating_feedback_features_keeps_or_lowers_reward(params, analys
     ablation must not be significantly higher than before (the lower end of the paired 95% interval of
     after - before must be <= 0). Features labelled offline in place of GPT-4."""
     _record_settings(analysis, params, record)
-    record.measure(feature_labeller=LABELLER.format(k=analysis.s.label_top_k, v=analysis.s.min_valence))
+    record.measure(feature_labeller=lfp.labeller(analysis.s))
     features = {l: analysis.labels[l]["related"] for l in analysis.s.layers}
-    n, seed, prompts = params.get("n_completions", 1000), params.get("sample_seed", 0), list(lfp.REVIEW_PROMPTS)
+    n, seed, prompts = params["n_completions"], params["sample_seed"], list(lfp.REVIEW_PROMPTS)
     before = lfp.sample_completions(tuned_model, prompts, n, seed=seed)
     after = lfp.sample_completions(tuned_model, prompts, n, seed=seed, fwd_hooks=lfp.ablation_hooks(analysis.dictionaries.small, features))
-    sign = -1.0 if params.get("feedback", "positive") == "negative" else 1.0  # the fine-tuning reward
+    sign = -1.0 if params["feedback"] == "negative" else 1.0  # the fine-tuning reward
     r_before, r_after = sign * lfp.rewards(before), sign * lfp.rewards(after)
     diff = lfp.paired_difference(r_after, r_before)
     # Controls, shown but not asserted: only the features whose top tokens lean the feedback's way; as many
@@ -285,7 +336,14 @@ def test_lfp_07_ablating_feedback_features_keeps_or_lowers_reward(params, analys
     record.expect("after_minus_before_ci95_low", diff["ci95"][0], "<=", 0.0)
 
 
-@pytest.mark.LFP_08
+@claim(
+    "LFP-08",
+    statement="Two SAEs of sizes n and 2n on the same activations learn overlapping features",
+    shown="sections 2 and 3.4, Figure 3: the overlap of features between two dictionaries of hidden sizes n and 2n "
+          "(after Sharkey et al.)",
+    params={**ANALYSIS_PARAMS,
+            "min_overlap": Param("mean share of the size-n features found in the size-2n dictionary must reach this", 0.5)},
+)
 def test_lfp_08_two_dictionaries_share_features(params, analysis, record):
     """"Sharkey et al. train two sparse autoencoders with different hidden sizes, and find similar
     features in both. [...] The overlap of features is computed between the two dictionaries." (seed 001,
@@ -305,4 +363,4 @@ def test_lfp_08_two_dictionaries_share_features(params, analysis, record):
                    mean_overlap_paper_l1=float(np.mean([r["overlap"] for r in paper])),
                    mean_fvu_n={"subject_l1": float(np.mean([r["fvu_n"] for r in m])),
                                "paper_l1": float(np.mean([r["fvu_n"] for r in paper]))})
-    record.expect("mean_overlap", float(np.mean([r["overlap"] for r in m])), ">=", params.get("min_overlap", 0.5))
+    record.expect("mean_overlap", float(np.mean([r["overlap"] for r in m])), ">=", params["min_overlap"])

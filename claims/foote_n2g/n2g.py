@@ -32,9 +32,9 @@ from jaxtyping import Bool, Float, Int
 from sklearn.metrics import precision_recall_fscore_support
 from torch import Tensor
 
-from lib.cache import array_sha256, cached_json
+from fixtures.cache import array_sha256, cached_json
+from lib.activations import mlp_hook, neuron_acts, text_tokens
 from lib.errors import SuiteError
-from lib.sparse_probing import mlp_hook, neuron_acts, text_tokens
 
 WILDCARD = -1
 
@@ -376,7 +376,7 @@ def tokenizer_digest(model) -> str:
 def cached_top_neuron_scores(model, train_texts: Sequence[str], test_texts: Sequence[str], layers: Sequence[int],
                              per_layer: int, **score_kw) -> list[NeuronScore]:
     """`score_top_neurons`, cached under `.cache/n2g/` by the model's weights, its tokenizer, the token
-    arrays of both texts, the arguments and the source of this module and of `lib.sparse_probing`."""
+    arrays of both texts, the arguments and the source of this module and of `lib.activations`."""
     full = {"weights_sha256": model.checkpoint.weights_sha256, "tokenizer": tokenizer_digest(model),
             "train": array_sha256(*text_tokens(model, train_texts)), "test": array_sha256(*text_tokens(model, test_texts)),
             "layers": list(layers), "per_layer": per_layer, **score_kw}
@@ -385,7 +385,7 @@ def cached_top_neuron_scores(model, train_texts: Sequence[str], test_texts: Sequ
         return [dataclasses.asdict(s) for s in score_top_neurons(model, train_texts, test_texts, layers, per_layer,
                                                                  **score_kw)]
 
-    payload = cached_json("n2g", full, compute, modules=(__name__, "lib.sparse_probing"))
+    payload = cached_json("n2g", full, compute, modules=(__name__, "lib.activations"))
     return [NeuronScore(**{**s, "neuron": Neuron(**s["neuron"]), **{k: tuple(s[k]) for k in FIRING_FIELDS}})
             for s in payload]
 

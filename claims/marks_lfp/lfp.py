@@ -27,12 +27,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from fixtures.cache import array_sha256, cached_sae
 from fixtures.zoo import corpus
 from lib import probes
-from lib.cache import array_sha256
 from lib.divergence import block_of, param_diffs
 from lib.errors import SuiteError
-from lib.sae import SAE, SAETrainConfig, cached_sae, decoder_overlap, hook_acts, sae_metrics, text_tokens
+from lib.sae import SAE, SAETrainConfig, decoder_overlap, hook_acts, sae_metrics, text_tokens
 
 REVIEW_PROMPTS = corpus.RL_PROMPTS  # prefixes for sampled completions (the RL prompts of the zoo)
 VADER_MAX = 4.0  # the lexicon's ratings run from -4 to +4
@@ -93,6 +93,11 @@ class Settings:
     min_valence: float = 1.0
     overlap_cosine: float = 0.9
     folds: int = 5
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Each setting's default (every field but `layers`)."""
+        return {k: f.default for k, f in cls.__dataclass_fields__.items() if k != "layers"}
 
     @classmethod
     def from_params(cls, params: dict, layers: Sequence[int]) -> Settings:
@@ -375,26 +380,6 @@ def paired_difference(after: np.ndarray, before: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# LFP-09: reward against sqrt(KL) through RL training (Bai et al. 2022)
-
-
-def reward_vs_sqrt_kl(log: list[dict]) -> dict:
-    """Least-squares fit of the mean reward on sqrt(KL to the initial policy) over the logged steps. The
-    log's KL is per token; the sequence KL is that times the mean completion length."""
-    from scipy.stats import linregress
-
-    rows = [r for r in log if "reward" in r and "kl" in r]
-    if len(rows) < 3:
-        raise LFPError(f"the RL log has {len(rows)} steps with reward and kl; the fit needs at least 3")
-    reward = np.array([r["reward"] for r in rows])
-    kl = np.array([max(r["kl"], 0.0) * r.get("completions/mean_length", 1.0) for r in rows])
-    sqrt_fit, lin_fit = linregress(np.sqrt(kl), reward), linregress(kl, reward)
-    return {"steps": [r.get("step", i) for i, r in enumerate(rows)], "reward": reward, "kl": kl,
-            "slope": float(sqrt_fit.slope), "intercept": float(sqrt_fit.intercept), "r2": float(sqrt_fit.rvalue ** 2),
-            "r2_linear_in_kl": float(lin_fit.rvalue ** 2)}
-
-
-# ---------------------------------------------------------------------------------------------
 # One model's analysis, computed once per session and shared by the claims
 
 
@@ -460,6 +445,34 @@ def analysis(model, settings: Settings) -> Analysis:
     return _ANALYSES[key]
 
 
+def vader_probe(analysis: Analysis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(words, per-word mean held-out prediction of the linear probe, VADER valence)."""
+    d = analysis.data
+    words, mean_pred = probes.group_means(analysis.predicted_delta, d.word)
+    return words, mean_pred, probes.group_means(d.valence, d.word)[1]
+
+
+def feature_columns(analysis: Analysis) -> dict[str, list[int]]:
+    """Columns of A_concat of the labelled features, by polarity of their top tokens."""
+    width = analysis.dictionaries.small[analysis.s.layers[0]].d_sae
+    out = {"all": [], "positive": [], "negative": []}
+    for i, l in enumerate(analysis.s.layers):
+        lab = analysis.labels[l]
+        for f in lab["related"]:
+            out["all"].append(i * width + f)
+            out["positive" if lab["mean_valence"][f] > 0 else "negative"].append(i * width + f)
+    return out
+
+
+LABELLER = ("offline, in place of the paper's GPT-4: a feature is feedback-related when the mean VADER valence of "
+            "its {k} strongest tokens on held-out reviews is >= {v} in absolute value")
+
+
+def labeller(s: Settings) -> str:
+    """The feature labeller used in place of GPT-4, in words, with its settings."""
+    return LABELLER.format(k=s.label_top_k, v=s.min_valence)
+
+
 # ---------------------------------------------------------------------------------------------
 # Figures
 
@@ -489,18 +502,3 @@ def pca_figure(proj: Float[np.ndarray, "n 2"], label: np.ndarray, ratio: np.ndar
     fig.tight_layout()
     return fig
 
-
-def fit_figure(fit: dict):
-    """Mean reward against sqrt(KL) per logged step, with the least-squares line."""
-    import matplotlib.pyplot as plt
-
-    x = np.sqrt(fit["kl"])
-    fig, ax = plt.subplots(figsize=(5.0, 3.8))
-    sc = ax.scatter(x, fit["reward"], c=fit["steps"], s=14, cmap="viridis")
-    ax.plot(x, fit["intercept"] + fit["slope"] * x, color="black", lw=1,
-            label=f"reward = {fit['intercept']:.2f} + {fit['slope']:.2f} sqrt(KL), R^2 = {fit['r2']:.2f}")
-    fig.colorbar(sc, ax=ax, label="step")
-    ax.set(title="RL reward vs sqrt(KL to the initial policy)", xlabel="sqrt(KL) (nats^0.5, per sequence)", ylabel="mean reward")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig

@@ -22,7 +22,7 @@ from jaxtyping import Bool, Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from lib.cache import array_sha256, as_json, cache_dir, digest, verified, write_entry
+from fixtures.cache import array_sha256, as_json, cache_dir, digest, verified, write_entry
 from lib.sae import LOG, SAE, SAEError, next_token_nll
 
 WEIGHTS = "latent_tuning.safetensors"

@@ -519,11 +519,12 @@ def composition_figure(comp: Composition, n_heads: int):
 
 
 def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a command-line helper
-    """python -m lib.induction zoo:names-2l [subject]: print the analysed parameters as TOML."""
+    """python -m claims.induction_tutorial.induction zoo:names-2l [--subject NAME]: print the analysed parameters as TOML."""
     import argparse
     import json
 
     from fixtures import subjects as registry
+    from fixtures import zoo  # noqa: F401  (registers the zoo: checkpoints)
     from lib.loading import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -536,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a com
     params = dict(subject.params)
     result = analyse_circuit(model, params)
     p = result["params"]
-    print(f"# analysed by lib.induction.analyse_circuit on {args.checkpoint}")
+    print(f"# analysed by claims.induction_tutorial.induction.analyse_circuit on {args.checkpoint}")
     print(f"# evidence: {json.dumps(result['evidence'])}")
     for problem in result["problems"]:
         print(f"# WARNING: {problem}")

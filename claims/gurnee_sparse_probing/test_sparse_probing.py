@@ -1,17 +1,10 @@
-"""Claims about single neurons from the related abstracts (seed 003): sparse probing (Gurnee et al.,
-"Finding Neurons in a Haystack", arXiv:2305.01610) and Neuron to Graph (Foote et al., arXiv:2304.12918
-and arXiv:2305.19911), measured on MLP neurons (`blocks.L.mlp.hook_post`) over held-out text from the
-review corpus's generator.
+"""Claims of Gurnee et al. 2023, "Finding Neurons in a Haystack: Case Studies with Sparse Probing" (seed
+003, arXiv:2305.01610): k-sparse probes localise features in single neurons. Measured on MLP neurons
+(`blocks.L.mlp.hook_post`) over held-out text from the review corpus's generator.
 """
-import pytest
-
+from claims.gurnee_sparse_probing import sparse_probing as S
+from fixtures.catalogue import Param, claim
 from fixtures.zoo import corpus
-from lib import n2g as G
-from lib import plots
-from lib import sparse_probing as S
-from lib.stats import fraction
-
-pytestmark = pytest.mark.seed003
 
 
 def _feature(spec: dict) -> dict:
@@ -23,7 +16,27 @@ def _feature(spec: dict) -> dict:
     return {"name": spec["name"], "positive": words(spec["positive"]), "negative": negative}
 
 
-@pytest.mark.SPARSE_01
+@claim(
+    "SPARSE-01",
+    statement="k=1 sparse probes localise single neurons for some features",
+    shown="the abstract: with k=1, individual neurons highly relevant for a particular feature; the paper plots "
+          "probe accuracy against k",
+    params={
+        "features": Param("the features probed: name, and positive/negative word lists of the review corpus "
+                          "(negative may be \"rest\"), or context = \"vader\"", type=list),
+        "feature": Param("the feature the verdict is on, named in advance among `features`", type=str),
+        "n_reviews": Param("how many held-out reviews the probes read", type=int),
+        "text_seed": Param("the review generator's seed for that text", type=int),
+        "layers": Param("the MLP layers probed", type=list),
+        "ks": Param("the sparsities k of the probes, against the dense probe", type=list),
+        "max_rows": Param("at most this many rows per split (train, test) of a feature, classes balanced", type=int),
+        "split_seeds": Param("seeds of the splits of the token types into train and test", type=list),
+        "min_share": Param("the k = 1 probe keeps at least this share of the dense probe's gain over chance",
+                           type=float),
+        "min_dense_accuracy": Param("the feature is decodable: mean dense held-out accuracy at least this",
+                                    type=float),
+    },
+)
 def test_sparse_01_a_single_neuron_carries_a_feature(subject, params, model, record):
     """"With k=1, we localize individual neurons which are highly relevant for a particular feature."
     (seed 003, Gurnee et al., abstract.) Features (registry `features`): the current word is a sentiment
@@ -61,38 +74,3 @@ def test_sparse_01_a_single_neuron_carries_a_feature(subject, params, model, rec
                   ">=", params["min_dense_accuracy"])
     record.expect("k1_lowest_ci_bound", min(f.low for f in claimed.k1), ">", 0.5)
     record.expect("mean_share_of_dense_gain", claimed.share, ">=", params["min_share"])
-
-
-@pytest.mark.N2G_01
-def test_n2g_01_graphs_predict_neurons_better_than_token_identity(subject, params, model, record):
-    """"These graphs ... can generate token activations on text for automatic validation by comparison
-    with the neuron's ground truth activations, which we use to show that the model is better at
-    predicting neuron activation than two baseline methods." (seed 003, Foote et al., abstract.) For the
-    `per_layer` neurons with the highest maximum activation in each of `layers`, a graph from the
-    `n_examples` top-activating training positions (pruned to `keep` of the activation, salient tokens
-    kept, the rest wildcards, important tokens augmented by substitution) predicts the activations on
-    held-out reviews; so does the token baseline (the neuron's mean activation per current token on the
-    same training text). As in Foote et al.'s evaluation, a token fires at half the neuron's largest
-    training activation, and each predictor is scored by the F1 of its predicted firing against the
-    true firing. The graph's F1 must beat the baseline's on at least `min_share` of the neurons (0.5:
-    better than the baseline on a typical neuron). Pearson correlations are reported beside it."""
-    scores = G.cached_top_neuron_scores(
-        model, corpus.reviews(params["n_train"], params["train_seed"]), corpus.reviews(params["n_test"], params["test_seed"]),
-        params["layers"], params["per_layer"], n_examples=params["n_examples"], keep=params["keep"])
-    record.table("held-out firing prediction per neuron (precision/recall/F1)", G.COLUMNS, [s.row() for s in scores])
-    record.figure("firing F1 of predicted against true activations", plots.bars(
-        {"graph": [s.graph_f1 for s in scores], "token baseline": [s.baseline_f1 for s in scores]},
-        labels=[str(s.neuron) for s in scores], title="held-out firing F1 per neuron", ylabel="F1"))
-    wins = fraction([s.graph_wins for s in scores])
-    mean = lambda values: sum(values) / len(scores)
-    record.measure(graph_better=wins.as_json(),
-                   mean_graph_f1=mean(s.graph_f1 for s in scores),
-                   mean_baseline_f1=mean(s.baseline_f1 for s in scores),
-                   mean_graph_precision=mean(s.graph_firing[0] for s in scores),
-                   mean_graph_recall=mean(s.graph_firing[1] for s in scores),
-                   mean_baseline_precision=mean(s.baseline_firing[0] for s in scores),
-                   mean_baseline_recall=mean(s.baseline_firing[1] for s in scores),
-                   mean_graph_without_context_f1=mean(s.token_graph_firing[2] for s in scores),
-                   mean_graph_r=mean(s.graph_r for s in scores),
-                   mean_baseline_r=mean(s.baseline_r for s in scores))
-    record.expect("share_graph_better", wins.value, ">=", params["min_share"])

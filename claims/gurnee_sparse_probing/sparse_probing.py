@@ -22,8 +22,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
-from lib.cache import array_sha256, cached_json
-from lib.errors import HookNameError, SuiteError
+from fixtures.cache import array_sha256, cached_json
+from lib.activations import neuron_acts, text_tokens
+from lib.errors import SuiteError
 from lib.stats import Fraction, fraction
 
 
@@ -33,44 +34,6 @@ class ProbeDataError(SuiteError):
 
 # ---------------------------------------------------------------------------------------------
 # Activations
-
-
-def text_tokens(model, texts: Sequence[str], n_ctx: int | None = None) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
-    """`<bos> text <eos>` per row, right-padded (no real token attends to padding), and the mask of
-    real tokens (BOS excluded: its activations say nothing about the text)."""
-    tok = model.tokenizer
-    n_ctx = n_ctx or model.cfg.n_ctx
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    eos = tok.eos_token_id
-    rows = [[bos, *tok(t, add_special_tokens=False)["input_ids"], *([eos] if eos is not None else [])][:n_ctx]
-            for t in texts]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    tokens = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)
-    mask = torch.zeros(tokens.shape, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        tokens[i, : len(r)] = torch.tensor(r)
-        mask[i, 1 : len(r)] = True
-    return tokens, mask
-
-
-def mlp_hook(layer: int) -> str:
-    return f"blocks.{layer}.mlp.hook_post"
-
-
-@torch.no_grad()
-def neuron_acts(model, tokens: Int[Tensor, "batch pos"], layers: Sequence[int],
-                batch_size: int = 256) -> Float[Tensor, "batch pos layer d_mlp"]:
-    """MLP neuron activations (`blocks.L.mlp.hook_post`) of every layer in `layers`, on the CPU (the
-    probes and graphs that read them are fitted there)."""
-    names = [mlp_hook(layer) for layer in layers]
-    missing = [n for n in names if n not in model.hook_dict]
-    if missing:
-        raise HookNameError(f"the model has no hook {missing[0]!r}; layers run from 0 to {model.cfg.n_layers - 1}")
-    out = []
-    for t in tokens.split(batch_size):
-        _, cache = model.run_with_cache(t.to(model.cfg.device), names_filter=lambda n: n in names)
-        out.append(torch.stack([cache[n].float().cpu() for n in names], dim=2))
-    return torch.cat(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,7 +391,7 @@ def cached_probe_features(model, texts: Sequence[str], features: Sequence[dict],
     """`probe_features` on `texts` for `features` (dicts with `name` and the keywords of
     `feature_labels`), cached under `.cache/sparse_probing/` by the model's weights, the token and label
     arrays themselves (so the text generator, the tokenizer and the word lists are all in the key), the
-    arguments and this module's source."""
+    arguments and the source of this module and of `lib.activations`."""
     tokens, mask = text_tokens(model, texts)
     labels = {f["name"]: feature_labels(model, tokens, mask, **{k: v for k, v in f.items() if k != "name"})
               for f in features}
@@ -440,5 +403,5 @@ def cached_probe_features(model, texts: Sequence[str], features: Sequence[dict],
         result = probe_features(model, tokens, mask, labels, layers, ks=ks, max_rows=max_rows, split_seeds=split_seeds)
         return [[name, [[dataclasses.asdict(c) for c in curves] for curves in splits]] for name, splits in result.items()]
 
-    payload = cached_json("sparse_probing", full, compute, modules=(__name__,))
+    payload = cached_json("sparse_probing", full, compute, modules=(__name__, "lib.activations"))
     return {name: [[ProbeCurve(**c) for c in curves] for curves in splits] for name, splits in payload}

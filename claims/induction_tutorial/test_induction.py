@@ -3,19 +3,38 @@ activation patching", on the prompt "Her name was Alex Hart. Tomorrow at lunch t
 
 Every patch goes the tutorial's way: an activation of a corrupted run (Carroll; Sarah first; Sarah
 second) is copied into the clean run, and the clean run's logit diff " Hart" - " Carroll" is read."""
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib import induction as I
+from claims.induction_tutorial import induction as I
+from fixtures.catalogue import Param, claim
 from lib.causal import leftward_leak
 from lib.stats import fraction
 
-pytestmark = pytest.mark.seed002
+PROMPT = {"prompt": Param("the canonical prompt (the repeated first name last)", type=str)}
+TASK_PARAMS = {
+    **PROMPT,
+    "answer": Param("the clean answer, the last name (' Hart')", type=str),
+    "corruptions": Param("corrupted prompts by kind (last_name, first_first_name, second_first_name); the "
+                         "last_name one's last name is the rival answer", type=dict),
+}
+POSITIONS = {"positions": Param("token positions of the canonical prompt: first_name, last_name, final", type=dict)}
+FAMILY_PARAMS = {
+    **POSITIONS,
+    "family_size": Param("how many other (first, last) name pairs the prompt family holds", 40),
+    "family_template": Param("the family's prompt with {first} and {last} (default: the canonical prompt's "
+                             "names replaced)", None, type=str),
+}
+INDUCTION_HEAD = {"induction_head": Param("the induction head, 'layer.head'", type=str)}
 
 
-@pytest.mark.IND_01
+@claim(
+    "IND-01",
+    statement="gpt2-small predicts ' Hart' among its top predictions",
+    shown="Step 2, utils.test_prompt on gpt2-small: ' Hart' is the 4th prediction, well before any other name",
+    params={**TASK_PARAMS, "max_rank": Param("the answer's rank (1 = top) is at most this", type=int)},
+)
 def test_ind_01_model_predicts_the_last_name(subject, params, model, record):
     """"Top predictions are various verbs, but Top4 is Hart much before any other name." (seed 002,
     Step 2, utils.test_prompt on gpt2-small.) The answer's rank (1 = top) is at most `max_rank`."""
@@ -25,7 +44,19 @@ def test_ind_01_model_predicts_the_last_name(subject, params, model, record):
     record.expect("answer_rank", rank, "<=", params["max_rank"])
 
 
-@pytest.mark.IND_02
+@claim(
+    "IND-02",
+    statement="Patching resid post-6 at the last-name position from the Carroll run makes ' Carroll' top-3",
+    shown="Method 1, blocks.6.hook_resid_post at the last-name position from the Carroll run: ' Carroll' "
+          "top 3, ' Hart' at rank 1920",
+    params={
+        **TASK_PARAMS,
+        **POSITIONS,
+        "layer": Param("the block whose resid_post is patched at the last-name position", type=int),
+        "max_corrupt_rank": Param("the rival's rank after the patch is at most this", type=int),
+        "min_clean_rank": Param("the answer's rank after the patch is at least this", type=int),
+    },
+)
 def test_ind_02_resid_patch_at_last_name_swaps_the_answer(subject, params, model, record):
     """"With this patch, the Top3 prediction is Carroll and Hart fell to rank 1920." (seed 002, Method 1:
     blocks.6.hook_resid_post at the last-name position patched from the Carroll run.) The rival's rank
@@ -51,7 +82,16 @@ def _flows(model, params, record):
     return task, diffs["clean"], flows
 
 
-@pytest.mark.IND_03
+@claim(
+    "IND-03",
+    statement="Last-name information moves from pos 5 to the final position around layer 10",
+    shown="Method 1, the Carroll-run resid stream patching heatmap: from position 5 to 11, mostly around layer 10",
+    params={
+        **TASK_PARAMS,
+        **POSITIONS,
+        "layer_range": Param("[lo, hi]: the transition layer lies in lo..hi (inclusive)", type=list),
+    },
+)
 def test_ind_03_last_name_moves_to_the_final_position_late(subject, params, model, record):
     """"So we see that the last name information (Hart vs Carroll) jumps from position 5 to 11, mostly
     around Layer 10." (seed 002, Method 1, the Carroll-run heatmap.) The first block after which
@@ -63,7 +103,16 @@ def test_ind_03_last_name_moves_to_the_final_position_late(subject, params, mode
     record.expect("transition_layer", layer, "in", list(range(lo, hi + 1)))
 
 
-@pytest.mark.IND_04
+@claim(
+    "IND-04",
+    statement="Information only travels rightward: patching position p changes nothing before p",
+    shown="the resid-stream patching figures: nothing changes left of the patched position",
+    params={
+        **PROMPT,
+        "examples": Param("how many patches hypothesis tries", 25),
+        "atol": Param("largest logit change allowed before the patched position", 1e-5),
+    },
+)
 def test_ind_04_information_flows_only_rightward(subject, params, model, record):
     """"Information only travels rightward and downward: patching at position p changes nothing
     before p." (seed 002, the resid-stream patching figures.) A property of every causal model:
@@ -73,7 +122,7 @@ def test_ind_04_information_flows_only_rightward(subject, params, model, record)
     n_pos, vocab = tokens.shape[1], model.cfg.d_vocab
     leaks, effects = [], []
 
-    @settings(max_examples=params.get("examples", 25), deadline=None, database=None,
+    @settings(max_examples=params["examples"], deadline=None, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(layer=st.integers(0, model.cfg.n_layers - 1), pos=st.integers(1, n_pos - 1), data=st.data())
     def patch_somewhere(layer, pos, data):
@@ -86,11 +135,22 @@ def test_ind_04_information_flows_only_rightward(subject, params, model, record)
 
     patch_somewhere()
     record.measure(patches_tried=len(leaks))
-    record.expect("max_logit_change_before_p", max(leaks), "<=", params.get("atol", 1e-5))
+    record.expect("max_logit_change_before_p", max(leaks), "<=", params["atol"])
     record.expect("min_logit_change_at_or_after_p", min(effects), ">", 0.0)
 
 
-@pytest.mark.IND_05
+@claim(
+    "IND-05",
+    statement="gelu-2l: first-name info moves in layer 0, last-name info to the final position in layer 1",
+    shown="Method 1, the gelu-2l heatmaps: first name to pos 5 in layer 0 and to pos 11 in layer 1; last "
+          "name from pos 5 to pos 11 in layer 1",
+    params={
+        **TASK_PARAMS,
+        **POSITIONS,
+        "argmax_positions": Param("per corruption, the named position (a key of positions) where the patch "
+                                  "matters most, per heatmap row (embeddings, then after each block)", type=dict),
+    },
+)
 def test_ind_05_two_layer_information_flow(subject, params, model, record):
     """"The first name information (upper plot) moves to pos5 in layer 0, and then moves to pos11 in
     layer 1. The last name information (lower plot) moves from pos5 to pos11 in layer 1." (seed 002,
@@ -104,7 +164,19 @@ def test_ind_05_two_layer_information_flow(subject, params, model, record):
         record.expect(f"argmax_positions_{corruption}", got[corruption], "==", [pos[name] for name in expected])
 
 
-@pytest.mark.IND_06
+@claim(
+    "IND-06",
+    statement="Head 1.6 matters most (0.1, 0.2, 1.1 less) for predicting the last name",
+    shown="Method 2, head patching from the Carroll run and the head-by-position figures: 1.6 most, then "
+          "0.1, 0.2 and 1.1",
+    params={
+        **TASK_PARAMS,
+        **FAMILY_PARAMS,
+        **INDUCTION_HEAD,
+        "supporting_heads": Param("the heads allowed next after the induction head, 'layer.head'", type=list),
+        "n_next": Param("how many heads after the top one must be supporting heads", 2),
+    },
+)
 def test_ind_06_induction_head_matters_most(subject, params, model, record):
     """"So it appears that head 1.6 ... is very important, and to a lesser extent heads 0.1, 0.2, and
     1.1." (seed 002, Method 2, head patching from the Carroll run, and the head-by-position figures.)
@@ -118,8 +190,8 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
         for title, fig in I.head_by_pos_figures(model, result, task, corruption):
             record.figure(title, fig)
     ranked = I.ranked_heads(hp.effect)
-    nxt = ranked[1 : 1 + params.get("n_next", 2)]
-    family = I.name_family(model, params, params.get("family_size", 40))
+    nxt = ranked[1 : 1 + params["n_next"]]
+    family = I.name_family(model, params, params["family_size"])
     on_family = fraction(top[0] == params["induction_head"] for top in I.family_top_heads(model, family))
     record.measure(clean_logit_diff=hp.clean, corrupted_logit_diff=hp.corrupted, heads_by_effect=ranked[:6],
                    next_heads=nxt, family_top_head=on_family.as_json())
@@ -127,7 +199,20 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
     record.expect("next_heads_outside_supporting", [h for h in nxt if h not in params["supporting_heads"]], "==", [])
 
 
-@pytest.mark.IND_07
+@claim(
+    "IND-07",
+    statement="0.2 is a previous-token head, 0.1 a duplicate-token head, 1.6 an induction head",
+    shown="Method 3, the attention patterns: 0.1 duplicate-token, 0.2 previous-token, 1.6 attends to the "
+          "last name",
+    params={
+        **TASK_PARAMS,
+        **FAMILY_PARAMS,
+        **INDUCTION_HEAD,
+        "prev_token_head": Param("the previous-token head, 'layer.head' (checked where given)", None, type=str),
+        "duplicate_token_head": Param("the duplicate-token head, 'layer.head' (checked where given)", None, type=str),
+        "min_score": Param("each named head's class score is at least this", type=(int, float)),
+    },
+)
 def test_ind_07_heads_classified_by_attention(subject, params, model, record):
     """"Our layer 0 heads (0.1 and 0.2) look, as expected, like Duplicate Token Head and Previous Token
     Head ... we see 1.6 attending to the last name position as expected!" (seed 002, Method 3, the
@@ -136,14 +221,14 @@ def test_ind_07_heads_classified_by_attention(subject, params, model, record):
     name pairs: the share of prompts where every named head ranks first in its class."""
     task = I.task_from_params(model, params)
     scores = I.class_scores(model, task.tokens)
-    roles = {role: params[role] for role in I.HEAD_ROLES if role in params}
+    roles = {role: params[role] for role in I.HEAD_ROLES if params[role] is not None}
     for role, head in roles.items():
         record.figure(f"attention pattern of {head} ({role.replace('_', ' ')})", I.pattern_figure(model, task, head, role))
         top = I.top_head(scores[I.HEAD_ROLES[role]])
         if top != head:  # what does rank first in the class
             record.figure(f"attention pattern of {top} (top {I.HEAD_ROLES[role].replace('_', '-')} score)",
                           I.pattern_figure(model, task, top, f"top {I.HEAD_ROLES[role]} score"))
-    family = I.name_family(model, params, params.get("family_size", 40))
+    family = I.name_family(model, params, params["family_size"])
     per_prompt = I.family_class_scores(model, family)
     on_family = fraction(all(I.top_head(s[I.HEAD_ROLES[r]]) == h for r, h in roles.items()) for s in per_prompt)
     induction_first = fraction(I.top_head(s["induction"]) == params["induction_head"] for s in per_prompt)
@@ -163,7 +248,18 @@ def test_ind_07_heads_classified_by_attention(subject, params, model, record):
         record.expect(*check)
 
 
-@pytest.mark.IND_08
+@claim(
+    "IND-08",
+    statement="0.2 K-composes with 1.6 and 0.1 Q-composes with 1.6",
+    shown="Conclusion: proposed as a further check (0.2 K-composes and 0.1 Q-composes with 1.6), not measured",
+    params={
+        **INDUCTION_HEAD,
+        "prev_token_head": Param("the previous-token head, 'layer.head' (K-composition sender)", type=str),
+        "duplicate_token_head": Param("the duplicate-token head, 'layer.head' (Q-composition sender)", type=str),
+        "min_percentile": Param("each composition score beats at least this share of all pairs of the same "
+                                "two layers", type=(int, float)),
+    },
+)
 def test_ind_08_composition(subject, params, model, record):
     """"Another experiment to check these hypotheses is computing composition scores between the
     different heads, and checking whether 0.2 K-composes with 1.6, and 0.1 Q-composes with 1.6."

@@ -247,7 +247,7 @@ class Phases:
 
 
 def grokking_phases(curve: Sequence[Progress], fit_acc: float = 0.99) -> Phases:
-    from lib.icl import jump
+    from lib.curves import jump
 
     steps = [c.step for c in curve]
     if steps != sorted(set(steps)):

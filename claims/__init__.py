@@ -1,0 +1,1 @@
+"""The claims, one folder per paper: its claim tests, its analysis, its tables."""

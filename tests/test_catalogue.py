@@ -1,0 +1,75 @@
+"""One declaration per claim: the catalogue, the markers, the listing and the checking of subject files
+all come from the `@claim` declarations."""
+import pytest
+
+from fixtures import catalogue
+from fixtures import subjects as registry
+
+SOURCES = ("seed000", "seed001", "seed002", "seed003", "seed004")
+
+
+def test_every_claim_is_declared_once_in_its_papers_folder():
+    claims = catalogue.claims()
+    assert len(claims) >= 36
+    for cid, c in claims.items():
+        assert c.id == cid and c.statement and c.shown, cid
+        assert c.paper.source in SOURCES
+        assert (catalogue.CLAIMS_DIR / c.paper.key / "__init__.py").is_file()
+        for name, p in c.params.items():
+            assert p.meaning, f"{cid}: parameter {name} has no meaning"
+
+
+def test_each_claim_paper_and_source_is_a_marker(pytestconfig):
+    registered = {line.split(":")[0] for line in pytestconfig.getini("markers")}
+    for c in catalogue.claims().values():
+        assert {c.marker, c.paper.key, c.paper.source} <= registered
+
+
+def test_listing_shows_each_claim_with_its_parameters():
+    text = catalogue.listing()
+    for cid, c in catalogue.claims().items():
+        assert cid in text
+        for name, p in c.params.items():
+            assert f"    {name} (" in text and p.meaning in text
+
+
+def subject_file(tmp_path, table: str, shared: str = "") -> str:
+    f = tmp_path / "s.toml"
+    f.write_text(f'[subjects.s]\n[subjects.s.params]\nprompt = "This movie was really"\nanswers = [" bad", " good"]\n'
+                 f"{shared}\n[subjects.s.claims.RLHF-01]\n{table}\n")
+    return f
+
+
+@pytest.mark.parametrize("table,shared,message", [
+    ("margn = 2.0", "", "claim RLHF-01: unknown parameter 'margn'; did you mean 'margin'?"),
+    ('margin = "2"', "", "parameter 'margin' is '2' (str); it takes int or float"),
+    ("", "tuned_layer = [4, 5]", "params: unknown parameter 'tuned_layer'; did you mean 'tuned_layers'?"),
+])
+def test_a_subject_file_is_checked_against_the_declaration(tmp_path, table, shared, message):
+    with pytest.raises(registry.RegistryError) as e:
+        registry.load(subject_file(tmp_path, table, shared))
+    assert message in str(e.value)
+    assert str(e.value).count("\n") == 0
+
+
+def test_a_required_parameter_given_nowhere_is_an_error_when_the_subject_runs(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text("[subjects.s]\n[subjects.s.claims.RLHF-01]\n")
+    registry.load(f)  # a file may be incomplete (a base for `like`) ...
+    with pytest.raises(registry.RegistryError, match="subject 's', claim RLHF-01: parameter 'prompt' .* is required"):
+        registry.select(subject_file=f)  # ... not a subject that runs
+
+
+def test_an_unknown_claim_id_names_the_closest(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text("[subjects.s]\n[subjects.s.claims.RLHF-1]\n")
+    with pytest.raises(registry.RegistryError, match="unknown claim ID 'RLHF-1'; did you mean"):
+        registry.load(f)
+
+
+def test_list_claims_option(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(catalogue.CLAIMS_DIR.parent))
+    pytester.makeini("[pytest]\naddopts = -p fixtures.models -p fixtures.plugin\n")
+    result = pytester.runpytest_subprocess("--list-claims")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["RLHF-01  [[]tigges_rlhf, seed000[]]*", "    margin (default 1.0): *"])
