@@ -13,10 +13,6 @@ MODADD_PARAMS = {
                           type=str),
     "key_frequencies": Param("the claimed key frequencies of the Fourier algorithm", type=list),
 }
-def _series(model_store, params):
-    return lambda step: model_store.get(params["checkpoint_ref"].format(step=step))
-
-
 @claim(
     "GROK-01",
     statement="Modular addition is computed with a few key Fourier frequencies",
@@ -84,7 +80,7 @@ def test_grok_02_three_phases(subject, params, model_store, record):
     most `max_cleanup_gap_ratio`) and test accuracy ends at least `fit_acc`. Restricted and excluded loss
     are computed on the logits (the model has a final LayerNorm between its neurons and the unembedding),
     where Nanda et al. project the neuron activations."""
-    curve = FO.progress_curve(_series(model_store, params), params["checkpoint_steps"], params["p"],
+    curve = FO.progress_curve(model_store.series(params["checkpoint_ref"]), params["checkpoint_steps"], params["p"],
                               params["key_frequencies"], params["training_log"])
     phases = FO.grokking_phases(curve, params["fit_acc"])
     record.figure("train / test / restricted / excluded loss over training", FO.progress_figure(curve, phases))

@@ -9,10 +9,6 @@ from lib.curves import jump
 from lib.stats import fraction
 
 
-def _series(model_store, params):
-    return lambda step: model_store.get(params["checkpoint_ref"].format(step=step))
-
-
 @claim(
     "ICL-01",
     statement="Induction heads form with a sharp rise in in-context learning",
@@ -44,7 +40,7 @@ def test_icl_01_induction_heads_form_with_in_context_learning(subject, params, m
     On attn-only-2l the training text is itself repeated random segments, so the ICL score is measured on
     held-out sequences of that text; Olsson et al. measure it on ordinary training text, where repeats are
     only one of the things the context offers."""
-    d = ICL.dynamics(_series(model_store, params), params["checkpoint_steps"], data=params["icl_data"],
+    d = ICL.dynamics(model_store.series(params["checkpoint_ref"]), params["checkpoint_steps"], data=params["icl_data"],
                      early=params["early_tokens"], late=params["late_tokens"], probe_half=params["probe_half"])
     icl_jump, ind_jump = jump(d.steps, d.icl, "fall"), jump(d.steps, d.induction, "rise")
     record.figure("ICL score and best induction score over training", ICL.dynamics_figure(d, icl_jump, ind_jump))
@@ -53,7 +49,7 @@ def test_icl_01_induction_heads_form_with_in_context_learning(subject, params, m
     record.measure(icl_jump=icl_jump.as_json(), induction_jump=ind_jump.as_json(),
                    jump_steps_apart=abs(icl_jump.step - ind_jump.step),
                    icl_score_first_last=[d.icl[0], d.icl[-1]], induction_score_first_last=[d.induction[0], d.induction[-1]])
-    change = ICL.change_per_sequence(_series(model_store, params), icl_jump.before, icl_jump.step, data=params["icl_data"],
+    change = ICL.change_per_sequence(model_store.series(params["checkpoint_ref"]), icl_jump.before, icl_jump.step, data=params["icl_data"],
                                      early=params["early_tokens"], late=params["late_tokens"])
     record.measure(sequences_whose_icl_score_falls_by_min_jump=fraction(change <= -params["min_icl_jump"]).as_json())
     record.expect("icl_jump_size", icl_jump.size, ">=", params["min_icl_jump"])
