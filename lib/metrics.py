@@ -60,13 +60,17 @@ def normalised(value: Tensor | float, unpatched: Tensor | float, donor: Tensor |
 
 
 class Metric:
-    """A patching metric: scalar on one run's logits [batch, pos, vocab], [runs] on a stack [runs, batch, pos, vocab]."""
+    """A patching metric: scalar on one run's logits [batch, pos, vocab], [runs] on a stack [runs, batch, pos, vocab].
+
+    `final_position_only`: the metric reads nothing but the last position, so a sweep may hand it logits of
+    that position alone ([runs, batch, 1, vocab]) and skip unembedding the others."""
 
     batched = True
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], name: str = "metric"):
+    def __init__(self, fn: Callable[[Tensor], Tensor], name: str = "metric", final_position_only: bool = False):
         self.fn = fn
         self.name = name
+        self.final_position_only = final_position_only
 
     def __call__(self, logits: Tensor) -> Tensor:
         return self.fn(logits)
@@ -77,7 +81,7 @@ class Metric:
 
 def logit_diff_metric(answer_tokens: Tensor) -> Metric:
     """Mean logit diff over prompts."""
-    return Metric(lambda logits: logit_diff(logits, answer_tokens), "logit_diff")
+    return Metric(lambda logits: logit_diff(logits, answer_tokens), "logit_diff", final_position_only=True)
 
 
 def normalised_logit_diff_metric(answer_tokens: Tensor, unpatched: float | Tensor, donor: float | Tensor) -> Metric:
@@ -85,14 +89,14 @@ def normalised_logit_diff_metric(answer_tokens: Tensor, unpatched: float | Tenso
     unpatched, donor = float(unpatched), float(donor)
     if unpatched == donor:
         raise ValueError(f"the unpatched and donor logit diffs are equal ({unpatched}); nothing to normalise by")
-    return Metric(lambda logits: normalised(logit_diff(logits, answer_tokens), unpatched, donor), "normalised_logit_diff")
+    return Metric(lambda logits: normalised(logit_diff(logits, answer_tokens), unpatched, donor), "normalised_logit_diff", final_position_only=True)
 
 
 def answer_prob_metric(answer: int | Tensor) -> Metric:
     """Mean probability of the answer over prompts."""
-    return Metric(lambda logits: answer_prob(logits, answer).mean(-1), "answer_prob")
+    return Metric(lambda logits: answer_prob(logits, answer).mean(-1), "answer_prob", final_position_only=True)
 
 
 def answer_rank_metric(answer: int | Tensor) -> Metric:
     """Mean rank of the answer over prompts (a float, so that sweeps can store it)."""
-    return Metric(lambda logits: answer_rank(logits, answer).float().mean(-1), "answer_rank")
+    return Metric(lambda logits: answer_rank(logits, answer).float().mean(-1), "answer_rank", final_position_only=True)

@@ -485,8 +485,11 @@ def _block_kwargs(rec: Recipient, layer: int, start: int, reps: int) -> dict:
     return kw
 
 
-def _run_blocks(rec: Recipient, runs: list[_Run], donor: Donor, start: int) -> Float[Tensor, "runs batch pos d_vocab"]:
-    """Patched runs (sorted by entry block), each starting at its entry block, computing positions start.."""
+def _run_blocks(
+    rec: Recipient, runs: list[_Run], donor: Donor, start: int, final_only: bool = False
+) -> Float[Tensor, "runs batch pos d_vocab"]:
+    """Patched runs (sorted by entry block), each starting at its entry block, computing positions start..;
+    with `final_only`, logits of the last position alone ([runs, batch, 1, d_vocab])."""
     model, b, n = rec.model, rec.batch, rec.n_pos
     n_layers = model.cfg.n_layers
     fired: set = set()
@@ -504,8 +507,12 @@ def _run_blocks(rec: Recipient, runs: list[_Run], donor: Donor, start: int) -> F
                 break
             out = model.blocks[layer](resid, **_block_kwargs(rec, layer, start, active))
             resid = out[0] if isinstance(out, tuple) else out
+        if final_only:
+            resid = resid[:, -1:]
         logits = model.unembed(model.ln_final(resid))
     _check_fired(hooks, fired)
+    if final_only:
+        return logits.reshape(len(runs), b, 1, -1)
     logits = logits.reshape(len(runs), b, n - start, -1)
     if start:
         prefix = rec.logits[:, :start].expand(len(runs), -1, -1, -1)
@@ -639,9 +646,13 @@ def run_patches(
             todo.append(run)
     quick = [r for r in todo if fast and rec.fast and r.entry >= 0]
     slow = [r for r in todo if not (fast and rec.fast and r.entry >= 0)]
+    # Only the final position is unembedded where the metric reads nothing else (and no patch is at or
+    # after ln_final, whose positions would then no longer line up).
+    final_only = metric is not None and getattr(metric, "final_position_only", False)
     for start, chunk in _chunks(quick, rec, min_tokens, max_tokens):
         chunk.sort(key=lambda r: r.entry)
-        _store(results, chunk, _run_blocks(rec, chunk, donor, start), metric)
+        only = final_only and chunk[-1].entry < n_layers
+        _store(results, chunk, _run_blocks(rec, chunk, donor, start, only), metric)
     per_chunk = max(1, max_tokens // (n * rec.batch))
     for k in range(0, len(slow), per_chunk):
         chunk = slow[k : k + per_chunk]

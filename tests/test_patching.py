@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lib import patching as P
 from lib.errors import HookNameError, HookNotFired, ShapeMismatch
 from lib.loading import load_model
-from lib.metrics import logit_diff, logit_diff_metric
+from lib.metrics import Metric, logit_diff, logit_diff_metric
 from lib.prompts import answer_tokens, paired_tokens
 from tests.conftest import ANSWERS, CLEAN, CORRUPT
 
@@ -394,3 +394,26 @@ def test_training_mode_refused(setup):
             P.resid_pre_sweep(setup.model, setup.corrupted, setup.clean_cache, setup.metric)
     finally:
         setup.model.eval()
+
+
+def test_final_position_metric_sees_the_same_final_logits(setup):
+    """A metric that reads only the last position gets that position alone, with the values it would
+    read from the whole sequence; a run that patches ln_final still gets every position."""
+    runs = [[("blocks.1.hook_resid_pre", (slice(None), 3))], [("blocks.0.attn.hook_z", (slice(None), -1, 1))]]
+    at_ln_final = [[("ln_final.hook_normalized", (slice(None), 2))]]
+    n_pos = setup.corrupted.shape[-1]
+    for patches, positions in ((runs, 1), (at_ln_final, n_pos)):
+        seen = set()
+
+        def final(logits, seen=seen):
+            seen.add(logits.shape[-2])
+            return logits[..., -1, :].sum(-1).mean(-1)
+
+        whole = P.run_patches(setup.model, setup.corrupted, setup.clean_cache, patches, Metric(final),
+                              skip_identical=False)
+        assert seen == {n_pos}
+        seen.clear()
+        last = P.run_patches(setup.model, setup.corrupted, setup.clean_cache, patches,
+                             Metric(final, final_position_only=True), skip_identical=False)
+        assert seen == {positions}
+        torch.testing.assert_close(last, whole, atol=ATOL, rtol=0)
