@@ -19,8 +19,16 @@ def block_of(param_name: str) -> int | None:
 
 
 def _params(model) -> dict[str, Tensor]:
+    """Every parameter the model holds, once. A TransformerBridge also exposes views of some of them (the
+    q, k and v slices of GPT-2's joint qkv weight), which would count their change twice: of parameters
+    sharing storage only the largest is kept."""
     hf = getattr(model, "original_model", model)
-    return dict(hf.named_parameters())
+    by_storage: dict[int, tuple[str, Tensor]] = {}
+    for name, p in hf.named_parameters():
+        key = p.untyped_storage().data_ptr()
+        if key not in by_storage or p.numel() > by_storage[key][1].numel():
+            by_storage[key] = (name, p)
+    return dict(sorted(by_storage.values()))
 
 
 def param_diffs(base, tuned) -> dict[str, Tensor]:

@@ -32,5 +32,9 @@ class ShapeMismatch(SuiteError):
     """Two models that must share a shape (cross-model patching) do not."""
 
 
+class SAEError(SuiteError):
+    """A saved SAE that cannot be used as it is, or activations that do not fit an SAE."""
+
+
 class HookNotFired(SuiteError):
     """A patch or hook was asked for at a hook point that never ran, so it would have been a silent no-op."""

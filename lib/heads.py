@@ -141,25 +141,17 @@ def induction_scores(model, prompts: Prompts, **kw) -> Float[Tensor, "layer head
     return head_scores(model, prompts, "induction", **kw)
 
 
-def repeated_random_tokens(model, half: int, batch: int = 1, seed: int = 0) -> Int[Tensor, "batch pos"]:
-    """Random non-special tokens repeated once ([BOS] + x + x), the standard probe for induction heads."""
-    g = torch.Generator().manual_seed(seed)
-    special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
-    vocab = torch.tensor([i for i in range(model.cfg.d_vocab) if i not in special])
-    x = vocab[torch.randint(len(vocab), (batch, half), generator=g)]
-    parts = [x, x]
-    if model.cfg.default_prepend_bos and model.tokenizer.bos_token_id is not None:
-        parts.insert(0, torch.full((batch, 1), model.tokenizer.bos_token_id))
-    return torch.cat(parts, dim=1)
+def induction_stripe(patterns: Float[Tensor, "... dest src"], half: int) -> Float[Tensor, ...]:
+    """Olsson et al.'s induction score on a sequence ending in r + r (r of length `half`): the mean
+    attention from each token of the second copy to the token after that token's first occurrence."""
+    n = patterns.shape[-1]
+    dest = torch.arange(n - half, n, device=patterns.device)
+    return patterns[..., dest, dest - half + 1].mean(-1)
 
 
 def induction_stripe_scores(model, tokens: Int[Tensor, "batch pos"], half: int) -> Float[Tensor, "layer head"]:
-    """Mean attention from each position of the repeat to the token after its first occurrence."""
-    patterns = attention_patterns(model, tokens)
-    n = tokens.shape[1]
-    dest = torch.arange(n - half, n, device=patterns.device)
-    src = dest - half + 1
-    return patterns[..., dest, src].mean((1, -1))
+    """Every head's induction stripe (`induction_stripe`), averaged over the sequences of `tokens`."""
+    return induction_stripe(attention_patterns(model, tokens), half).mean(1)
 
 
 # ---------------------------------------------------------------------------------------------

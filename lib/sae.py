@@ -22,13 +22,10 @@ from jaxtyping import Bool, Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from lib.errors import HookNameError, SuiteError
+from lib.errors import HookNameError, SAEError
+from lib.interventions import mean_hooks, splice_hooks, zero_hooks
 
 WEIGHTS, CONFIG, LOG = "sae.safetensors", "config.json", "log.json"
-
-
-class SAEError(SuiteError):
-    """A saved SAE that cannot be used as it is, or activations that do not fit an SAE."""
 
 
 class SAE(torch.nn.Module):
@@ -223,43 +220,21 @@ def sae_metrics(sae: SAE, acts: Float[Tensor, "n d_in"], batch_size: int = 4096)
 
 
 @torch.no_grad()
+def decoder_matches(a: SAE, b: SAE, threshold: float = 0.9) -> Bool[Tensor, " d_sae_a"]:
+    """Which of a's decoder rows have a best cosine match among b's decoder rows of at least `threshold`."""
+    if a.d_in != b.d_in:
+        raise SAEError(f"comparing decoders needs SAEs on the same space, got d_in {a.d_in} and {b.d_in}")
+    cos = F.normalize(a.W_dec, dim=-1) @ F.normalize(b.W_dec, dim=-1).T
+    return cos.max(dim=1).values >= threshold
+
+
 def decoder_overlap(a: SAE, b: SAE, threshold: float = 0.9) -> float:
     """Share of a's decoder rows whose best cosine match among b's decoder rows is >= threshold."""
-    if a.d_in != b.d_in:
-        raise SAEError(f"decoder_overlap needs SAEs on the same space, got d_in {a.d_in} and {b.d_in}")
-    cos = F.normalize(a.W_dec, dim=-1) @ F.normalize(b.W_dec, dim=-1).T
-    return (cos.max(dim=1).values >= threshold).float().mean().item()
-
-
-def splice_hooks(hook_name: str, sae: SAE) -> list[tuple[str, Callable]]:
-    """fwd_hooks for model.run_with_hooks that replace the activation at hook_name by sae(activation)."""
-
-    def splice(act: Float[Tensor, "... d_in"], hook=None) -> Float[Tensor, "... d_in"]:
-        if act.shape[-1] != sae.d_in:
-            raise SAEError(f"the SAE reads d_in={sae.d_in} but {hook_name} has width {act.shape[-1]}")
-        return sae(act.float()).to(act.dtype)
-
-    return [(hook_name, splice)]
+    return decoder_matches(a, b, threshold).float().mean().item()
 
 
 # ---------------------------------------------------------------------------------------------
 # An SAE inside a model: activations to train on, and the language-model loss with it spliced in
-
-
-def text_tokens(model, texts: list[str], n_ctx: int | None = None) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
-    """`<bos> text <eos>` per row, right-padded (so no real token attends to padding), and the mask of
-    real tokens."""
-    tok = model.tokenizer
-    n_ctx = n_ctx or model.cfg.n_ctx
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    rows = [[bos, *tok(t, add_special_tokens=False)["input_ids"], tok.eos_token_id][:n_ctx] for t in texts]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    tokens = torch.full((len(rows), max(map(len, rows))), pad, dtype=torch.long)
-    mask = torch.zeros(tokens.shape, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        tokens[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = True
-    return tokens, mask
 
 
 @torch.no_grad()
@@ -292,16 +267,6 @@ def lm_loss(model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch p
             total += (next_token_nll(logits, t) * m[:, 1:]).sum().item()
             count += m[:, 1:].sum().item()
     return total / count
-
-
-def zero_hooks(hook_name: str) -> list[tuple[str, Callable]]:
-    """fwd_hooks that zero-ablate the activation at hook_name."""
-    return [(hook_name, lambda act, hook=None: torch.zeros_like(act))]
-
-
-def mean_hooks(hook_name: str, mean: Float[Tensor, " d"]) -> list[tuple[str, Callable]]:
-    """fwd_hooks that replace the activation at hook_name by `mean` at every position."""
-    return [(hook_name, lambda act, hook=None: mean.to(act.device, act.dtype).expand_as(act).clone())]
 
 
 def splice_losses(model, sae: SAE, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"],

@@ -7,6 +7,7 @@ from transformer_lens.head_detector import detect_head
 
 from lib import heads as H
 from lib.loading import load_model
+from lib.sequences import repeated_random_tokens
 
 PROMPTS = ["Her name was Alex Hart . Tomorrow at lunch time Alex Hart", "His name was John Smith . Tomorrow at lunch time John Smith"]
 
@@ -60,7 +61,7 @@ def test_composition_baseline(model):
 
 
 def test_induction_stripe_on_repeated_tokens(model):
-    tokens = H.repeated_random_tokens(model, 8, batch=3)
+    tokens = repeated_random_tokens(model, 8, batch=3)
     half = 8
     assert torch.equal(tokens[:, -half:], tokens[:, -2 * half : -half])
     scores = H.induction_stripe_scores(model, tokens, half)

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from claims.olsson_icl import icl as ICL
 from lib.curves import jump
-from lib.heads import induction_stripe_scores, repeated_random_tokens
+from lib.heads import induction_stripe_scores
+from lib.sequences import repeated_random_tokens
 
 
 @settings(max_examples=50, deadline=None)

@@ -1,10 +1,11 @@
 """The Learned-Feedback-Pattern pipeline: divergence by MLP, the contrastive triples, activation deltas
-by hand, feature ablation that leaves a model unchanged when nothing is ablated, and paired sampling."""
+by hand, and feature ablation that leaves a model unchanged when nothing is ablated."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from transformer_lens.utilities import get_act_name
 
 from claims.marks_lfp import lfp
 from fixtures.zoo import corpus
@@ -54,7 +55,7 @@ def identity_sae() -> SAE:
 def test_deltas_by_hand():
     # one layer, identity-like SAE: codes are ReLU(x); positive (3, 4) vs neutral (0, 0) -> 5; negative (1, 0) -> -1
     sae = identity_sae()
-    acts = {role: {lfp.mlp_hook(0): torch.tensor([v])} for role, v in
+    acts = {role: {get_act_name("mlp_out", 0): torch.tensor([v])} for role, v in
             (("positive", [3.0, 4.0]), ("neutral", [0.0, 0.0]), ("negative", [1.0, 0.0]))}
     codes = {role: lfp.concat_codes({0: sae}, a, [0]) for role, a in acts.items()}
     assert (codes["positive"] - codes["neutral"]).norm().item() == pytest.approx(5.0)
@@ -71,7 +72,7 @@ def test_ablating_no_feature_leaves_the_model_unchanged_and_ablating_changes_it(
     clean = model(tokens)
     same = model.run_with_hooks(tokens, fwd_hooks=lfp.ablation_hooks({0: sae}, {0: []}))
     torch.testing.assert_close(same, clean)
-    z = sae.encode(model.run_with_cache(tokens, names_filter=lfp.mlp_hook(0))[1][lfp.mlp_hook(0)])
+    z = sae.encode(model.run_with_cache(tokens, names_filter=get_act_name("mlp_out", 0))[1][get_act_name("mlp_out", 0)])
     active = int(z.sum(dim=(0, 1)).argmax())
     ablated = model.run_with_hooks(tokens, fwd_hooks=lfp.ablation_hooks({0: sae}, {0: [active]}))
     assert not torch.allclose(ablated, clean)
@@ -84,13 +85,6 @@ def test_ablation_removes_the_feature_from_the_mlp_output(model):
     z = sae.encode(act)
     expected = act - z[..., 0, None] * sae.W_dec[0] - z[..., 5, None] * sae.W_dec[5]
     torch.testing.assert_close(hook(act), expected)
-
-
-def test_sampling_is_paired_by_seed(model):
-    a = lfp.sample_completions(model, ["Her name was"], 6, seed=3, max_new_tokens=4)
-    b = lfp.sample_completions(model, ["Her name was"], 6, seed=3, max_new_tokens=4)
-    c = lfp.sample_completions(model, ["Her name was"], 6, seed=4, max_new_tokens=4)
-    assert a == b and a != c
 
 
 def test_paired_difference_by_hand():
@@ -115,7 +109,7 @@ def test_settings_reject_layers_the_model_does_not_have(model):
 def test_probe_data_by_hand():
     # identity-like SAE on one layer: codes are ReLU(x); positive (3, 4), neutral 0, negative (1, 0) and (0, 2)
     sae = identity_sae()
-    h = lfp.mlp_hook(0)
+    h = get_act_name("mlp_out", 0)
     acts = {"positive": {h: torch.tensor([[3.0, 4.0], [0.0, 1.0]])}, "neutral": {h: torch.zeros(2, 2)},
             "negative": {h: torch.tensor([[1.0, 0.0], [0.0, 2.0]])}}
     triples = [lfp.Triple("a", "good", "plot", "bad", "fine"), lfp.Triple("b", "great", "plot", "awful", "fine")]
@@ -125,13 +119,3 @@ def test_probe_data_by_hand():
     assert d.label.tolist() == [1, 1, 0, 0] and d.word.tolist() == ["good", "great", "bad", "awful"]
     assert (np.sign(d.valence) == [1, 1, -1, -1]).all()
     np.testing.assert_allclose(d.X_raw, [[3, 4], [0, 1], [1, 0], [0, 2]])
-
-
-def test_sampling_stays_paired_through_hooks_and_prompt_lengths(model):
-    prompts = ["Her name was", "Once upon a time there", "Yes"]
-    identity = [(lfp.mlp_hook(0), lambda act, hook=None: act)]
-    a = lfp.sample_completions(model, prompts, 7, seed=5, max_new_tokens=3, batch_size=2)
-    b = lfp.sample_completions(model, prompts, 7, seed=5, max_new_tokens=3, batch_size=2, fwd_hooks=identity)
-    assert a == b
-    with pytest.raises(lfp.LFPError, match="n >= 1"):
-        lfp.sample_completions(model, prompts, 0, seed=5)

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from fixtures import cache as C
 from fixtures.cache import cached_sae
+from lib.activations import text_tokens
+from lib.interventions import mean_hooks, splice_hooks, zero_hooks
 from lib.loading import load_model
 from lib.sae import (
     SAE,
@@ -19,7 +21,6 @@ from lib.sae import (
     decoder_overlap,
     resample,
     sae_metrics,
-    splice_hooks,
     train_sae,
 )
 
@@ -204,7 +205,7 @@ def test_cached_sae_hits_misses_and_rebuilds_a_corrupt_entry(tmp_path):
     log_path = entry / "log.json"
     log_path.write_text(json.dumps({**json.loads(log_path.read_text()), "key": {**key, "hook": "elsewhere"}}))
     manifest = json.loads((entry / "MANIFEST.json").read_text())
-    manifest["log.json"] = C._sha256(log_path)
+    manifest["log.json"] = C.file_sha256(log_path)
     (entry / "MANIFEST.json").write_text(json.dumps(manifest))
     cached_sae(key, acts, cfg, root=tmp_path)
     assert len(calls) == 5
@@ -249,9 +250,9 @@ def tiny():
 
 def test_right_padding_changes_no_loss(tiny):
     texts = ["Her name was Alex Hart .", "His name was John Smith . Tomorrow at lunch time John"]
-    tokens, mask = S.text_tokens(tiny, texts)
+    tokens, mask = text_tokens(tiny, texts, bos_in_mask=True)
     assert mask.sum(1).tolist() == [len(tiny.tokenizer(t, add_special_tokens=False)["input_ids"]) + 2 for t in texts]
-    per_row = [S.lm_loss(tiny, *S.text_tokens(tiny, [t])) for t in texts]
+    per_row = [S.lm_loss(tiny, *text_tokens(tiny, [t], bos_in_mask=True)) for t in texts]
     counts = (mask.sum(1) - 1).tolist()
     expected = sum(l * c for l, c in zip(per_row, counts)) / sum(counts)
     assert S.lm_loss(tiny, tokens, mask) == pytest.approx(expected, rel=1e-5)
@@ -261,9 +262,9 @@ def test_right_padding_changes_no_loss(tiny):
 
 
 def test_zero_hooks_zero_the_activation(tiny):
-    tokens, mask = S.text_tokens(tiny, ["Her name was Alex Hart ."])
+    tokens, mask = text_tokens(tiny, ["Her name was Alex Hart ."], bos_in_mask=True)
     seen = {}
-    hooks = S.zero_hooks("blocks.0.hook_mlp_out") + [("blocks.0.hook_mlp_out", lambda a, hook: seen.setdefault("a", a))]
+    hooks = zero_hooks("blocks.0.hook_mlp_out") + [("blocks.0.hook_mlp_out", lambda a, hook: seen.setdefault("a", a))]
     with torch.no_grad():
         tiny.run_with_hooks(tokens, fwd_hooks=hooks)
     assert torch.count_nonzero(seen["a"]) == 0
@@ -363,16 +364,16 @@ def test_sae_figures_draw_with_one_series_and_a_lower_loss():
 
 
 def test_mean_hooks_put_the_mean_everywhere(tiny):
-    tokens, mask = S.text_tokens(tiny, ["Her name was Alex Hart .", "His name was John"])
+    tokens, mask = text_tokens(tiny, ["Her name was Alex Hart .", "His name was John"], bos_in_mask=True)
     hook = "blocks.0.hook_mlp_out"
     mean = S.hook_acts(tiny, tokens, mask, hook).mean(0)
     seen = {}
     with torch.no_grad():
         look = [(hook, lambda a, hook: seen.setdefault("a", a))]
-        tiny.run_with_hooks(tokens, fwd_hooks=S.mean_hooks(hook, mean) + look)
+        tiny.run_with_hooks(tokens, fwd_hooks=mean_hooks(hook, mean) + look)
     torch.testing.assert_close(seen["a"], mean.expand_as(seen["a"]))
     losses = S.splice_losses(tiny, SAE(tiny.cfg.d_model, 8), tokens, mask, [hook], mean_ablation=True)
-    assert losses["mean_ablated"][0] == pytest.approx(S.lm_loss(tiny, tokens, mask, S.mean_hooks(hook, mean)))
+    assert losses["mean_ablated"][0] == pytest.approx(S.lm_loss(tiny, tokens, mask, mean_hooks(hook, mean)))
 
 
 def test_parameter_digest_sees_one_ulp():
@@ -384,7 +385,7 @@ def test_parameter_digest_sees_one_ulp():
 
 
 def test_moved_latents_and_their_top_tokens(tiny):
-    tokens, mask = S.text_tokens(tiny, ["Her name was Alex Hart .", "His name was John Smith ."])
+    tokens, mask = text_tokens(tiny, ["Her name was Alex Hart .", "His name was John Smith ."], bos_in_mask=True)
     acts = S.hook_acts(tiny, tokens, mask, "blocks.0.hook_mlp_out")
     sae = SAE(tiny.cfg.d_model, 8, seed=0)
     tuning = T.LatentTuning(sae)

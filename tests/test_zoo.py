@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 from fixtures import zoo
 from fixtures.zoo import Recipe, corpus
 from lib.errors import CheckpointError
+from lib.heads import induction_stripe_scores
 from lib.loading import load_model
+from lib.sequences import repeated_random_tokens
 
 PROMPT, ANSWERS = "This movie was really", (" bad", " good")
 
@@ -140,17 +142,8 @@ def test_names_2l_untrained_twin_does_not():
 
 
 def induction_score(model, half: int = 20, n: int = 16) -> float:
-    """Best layer-1 head's attention from each second-copy token to its first copy's successor."""
-    g = torch.Generator().manual_seed(0)
-    vocab = len(model.tokenizer)
-    r = torch.randint(4, vocab, (n, half), generator=g)
-    bos = torch.full((n, 1), model.tokenizer.bos_token_id)
-    tokens = torch.cat([bos, r, r], dim=1)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-    pattern = cache["blocks.1.attn.hook_pattern"]  # (batch, head, query, key)
-    q = torch.arange(1 + half, 1 + 2 * half)
-    return float(pattern[:, :, q, q - half + 1].mean(dim=(0, 2)).max())
+    """Best layer-1 head's induction stripe on [BOS] + r + r."""
+    return float(induction_stripe_scores(model, repeated_random_tokens(model, half, n), half)[1].max())
 
 
 def test_attn_only_2l_saves_attention_only_checkpoints_and_learns_in_context():
@@ -341,3 +334,17 @@ def test_rebuild_compares_the_shipped_and_rebuilt_model(temp_zoo, tmp_path, monk
     manifest["files"]["model.safetensors"] = "0" * 64
     (other / zoo.MANIFEST).write_text(json.dumps(manifest))
     assert rebuild.compare_model("names-2l-short", other)["identical_weight_files"] == 0
+
+
+def test_attn_only_2l_build_log_and_analysis_agree_on_the_induction_score():
+    """The recipe logs each checkpoint's induction score from the transformers model; the claims measure it
+    on the checkpoint as loaded for analysis. They once used two implementations (0.78 and 0.77 for one
+    checkpoint); now both call lib.heads.induction_stripe on the same probe."""
+    directory = zoo.path("attn-only-2l")
+    params = zoo.manifest("attn-only-2l")["params"]
+    last = json.loads((directory / "train_log.json").read_text())["checkpoints"][-1]
+    model = load_model(f"zoo:attn-only-2l/step-{last['step']:05d}")
+    probe = repeated_random_tokens(model, params["probe_half"], 64, params["seed"] + 1)
+    scores = induction_stripe_scores(model, probe, params["probe_half"])
+    assert last["induction_score"] == pytest.approx(float(scores[-1].max()), abs=1e-5)
+    assert last["induction_head"] == f"{model.cfg.n_layers - 1}.{int(scores[-1].argmax())}"

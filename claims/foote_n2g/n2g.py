@@ -31,9 +31,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from sklearn.metrics import precision_recall_fscore_support
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
 from fixtures.cache import array_sha256, cached_json
-from lib.activations import mlp_hook, neuron_acts, text_tokens
+from lib.activations import neuron_acts, text_tokens
 from lib.errors import SuiteError
 
 WILDCARD = -1
@@ -147,7 +148,7 @@ def last_token_acts(model, rows: Sequence[Sequence[int]], neuron: Neuron, bos: i
                     batch_size: int = 512) -> list[float]:
     """The neuron's activation at the last token of each row, run as `<bos> row`."""
     out = []
-    hook = mlp_hook(neuron.layer)
+    hook = get_act_name("post", neuron.layer)
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         width = 1 + max(map(len, chunk))

@@ -30,11 +30,12 @@ from lib.heads import (
     head_name,
     induction_stripe_scores,
     parse_head,
-    repeated_random_tokens,
 )
 from lib.metrics import answer_rank, logit_diff, logit_diff_metric
+from lib.names import FIRST_NAMES, LAST_NAMES
 from lib.patching import donor_cache, head_out_by_pos_sweep, head_out_sweep, patched_logits, run_patches
 from lib.prompts import answer_token, differing_positions, paired_tokens, str_tokens, to_tokens
+from lib.sequences import repeated_random_tokens
 
 CORRUPTIONS = ("last_name", "first_first_name", "second_first_name")
 POSITIONS = ("first_name", "last_name", "final")
@@ -323,18 +324,6 @@ def composition(model, mode: str, sender: str, receiver: str) -> Composition:
 
 # ---------------------------------------------------------------------------------------------
 # Prompt families: the canonical prompt with other single-token names
-
-FIRST_NAMES = (
-    "Alex Sarah John Mary James Emma David Anna Michael Laura Daniel Julia Peter Kate Thomas Lucy Paul Grace "
-    "Mark Alice Chris Helen Tom Rose Sam Clara Ben Nora Jack Ella Adam Maya Luke Ruth Ryan Ivy Eric Jane Noah "
-    "Amy George Susan Frank Linda Henry Karen Steve Lisa"
-).split()
-LAST_NAMES = (
-    "Hart Carroll Smith Jones Brown Miller Davis Wilson Moore Taylor Clark Lewis Walker Young King Wright Hill "
-    "Scott Green Baker Adams Nelson Carter Mitchell Turner Parker Collins Stewart Morris Murphy Cook Rogers "
-    "Morgan Cooper Reed Bailey Bell Kelly Howard Ward Cox Price Wood Barnes Ross Fisher Hunt Stone Black Fox"
-).split()
-
 
 def single_token_names(model, names: Sequence[str]) -> list[str]:
     """The names that are one known token (with their leading space) for this model."""

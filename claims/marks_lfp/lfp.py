@@ -26,13 +26,16 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
 from fixtures.cache import array_sha256, cached_sae
 from fixtures.zoo import corpus
 from lib import probes
+from lib.activations import text_tokens
 from lib.divergence import block_of, param_diffs
 from lib.errors import SuiteError
-from lib.sae import SAE, SAETrainConfig, decoder_overlap, hook_acts, sae_metrics, text_tokens
+from lib.interventions import feature_ablation_hooks
+from lib.sae import SAE, SAETrainConfig, decoder_matches, decoder_overlap, hook_acts, sae_metrics
 
 REVIEW_PROMPTS = corpus.RL_PROMPTS  # prefixes for sampled completions (the RL prompts of the zoo)
 VADER_MAX = 4.0  # the lexicon's ratings run from -4 to +4
@@ -60,10 +63,6 @@ def mlp_divergence(base, tuned, n_layers: int | None = None) -> Float[Tensor, " 
 def top_layers(divergence: Float[Tensor, " layer"], k: int) -> list[int]:
     """The k layers of highest divergence (all of them if there are fewer), highest first."""
     return [int(i) for i in divergence.argsort(descending=True)[:k]]
-
-
-def mlp_hook(layer: int) -> str:
-    return f"blocks.{layer}.hook_mlp_out"
 
 
 def device_of(model) -> torch.device:
@@ -125,12 +124,12 @@ class Dictionaries:
 def train_dictionaries(model, s: Settings, l1_coeff: float) -> Dictionaries:
     """Two tied SAEs (n = d_model and 2n) per layer on the model's MLP outputs over review text, cached by
     the model's weights, the hook, the sha256 of the training token ids and the training settings."""
-    tokens, mask = text_tokens(model, corpus.reviews(s.n_reviews, s.data_seed))
-    held_out = text_tokens(model, corpus.reviews(s.label_reviews, s.label_seed))
+    tokens, mask = text_tokens(model, corpus.reviews(s.n_reviews, s.data_seed), bos_in_mask=True)
+    held_out = text_tokens(model, corpus.reviews(s.label_reviews, s.label_seed), bos_in_mask=True)
     key_base = {"model": model.checkpoint.weights_sha256, "tokens": array_sha256(tokens, mask)}
     small, large, metrics = {}, {}, []
     for layer in s.layers:
-        hook = mlp_hook(layer)
+        hook = get_act_name("mlp_out", layer)
         acts = functools.cache(lambda hook=hook: hook_acts(model, tokens, mask, hook))
         for size, into in ((1, small), (2, large)):
             cfg = SAETrainConfig(d_sae=size * model.cfg.d_model, tied=True, l1_coeff=l1_coeff, lr=s.lr,
@@ -210,14 +209,14 @@ def word_acts(model, prefixes: list[str], words: list[str], hooks: list[str],
 
 def triple_acts(model, layers: Sequence[int], triples: list[Triple]) -> dict[str, dict[str, Float[Tensor, "n d"]]]:
     """Per role (positive, neutral, negative): the MLP outputs of every studied layer at the substituted word."""
-    prefixes, hooks = [t.prefix for t in triples], [mlp_hook(l) for l in layers]
+    prefixes, hooks = [t.prefix for t in triples], [get_act_name("mlp_out", l) for l in layers]
     return {role: word_acts(model, prefixes, [getattr(t, role) for t in triples], hooks) for role in ROLES}
 
 
 @torch.no_grad()
 def concat_codes(saes: dict[int, SAE], acts: dict[str, Tensor], layers: Sequence[int]) -> Float[Tensor, "n features"]:
     """A_concat: the autoencoder codes of every studied layer, side by side (layer order as given)."""
-    return torch.cat([saes[l].encode(acts[mlp_hook(l)]) for l in layers], dim=-1)
+    return torch.cat([saes[l].encode(acts[get_act_name("mlp_out", l)]) for l in layers], dim=-1)
 
 
 @dataclass
@@ -234,7 +233,7 @@ class ProbeData:
 
 def raw_inputs(acts: dict[str, dict[str, Tensor]], layers: Sequence[int]) -> Float[np.ndarray, "n d"]:
     """Concatenated MLP outputs at the positive, then the negative, word of each triple (rows as in ProbeData)."""
-    hooks = [mlp_hook(l) for l in layers]
+    hooks = [get_act_name("mlp_out", l) for l in layers]
     return torch.cat([torch.cat([acts[role][h] for h in hooks], dim=-1) for role in ("positive", "negative")]).cpu().numpy()
 
 
@@ -274,12 +273,12 @@ def label_features(model, saes: dict[int, SAE], layers: Sequence[int], s: Settin
                    candidates: dict[int, Tensor] | None = None) -> dict[int, dict]:
     """Per layer: each feature's mean VADER valence over its `label_top_k` strongest activations on held-out
     reviews, and the features labelled feedback-related (|mean valence| >= min_valence, among `candidates`)."""
-    tokens, mask = text_tokens(model, corpus.reviews(s.label_reviews, s.label_seed))
+    tokens, mask = text_tokens(model, corpus.reviews(s.label_reviews, s.label_seed), bos_in_mask=True)
     words = np.array([w for row, m in zip(token_words(model, tokens), mask) for w, keep in zip(row, m) if keep])
     valence = torch.tensor([corpus.valence(w) for w in words], device=device_of(model))
     out = {}
     for l in layers:
-        z = saes[l].encode(hook_acts(model, tokens, mask, mlp_hook(l)))  # [n_tokens, d_sae]
+        z = saes[l].encode(hook_acts(model, tokens, mask, get_act_name("mlp_out", l)))  # [n_tokens, d_sae]
         top_val, top_idx = z.topk(s.label_top_k, dim=0)  # [k, d_sae]
         mean_valence = torch.where(top_val > 0, valence[top_idx], torch.nan).nanmean(0)
         alive = (top_val > 0).any(0)
@@ -292,67 +291,15 @@ def label_features(model, saes: dict[int, SAE], layers: Sequence[int], s: Settin
     return out
 
 
-def overlapping(small: SAE, large: SAE, threshold: float) -> Tensor:
-    """Mask of the small dictionary's features with a decoder match of cosine >= threshold in the large one."""
-    cos = torch.nn.functional.normalize(small.W_dec, dim=-1) @ torch.nn.functional.normalize(large.W_dec, dim=-1).T
-    return cos.max(dim=1).values >= threshold
-
-
 def ablation_hooks(saes: dict[int, SAE], features: dict[int, list[int]]) -> list[tuple[str, Callable]]:
-    """Zero-ablate the given features at each layer: subtract their decoded contribution from the MLP output
-    (the autoencoder's reconstruction error stays, so without features the model is unchanged)."""
-    hooks = []
-    for l, feats in features.items():
-        if not feats:
-            continue
-        sae = saes[l]
-        idx = torch.tensor(feats, device=sae.W_dec.device)
-
-        def ablate(act: Float[Tensor, "batch pos d"], hook=None, sae=sae, idx=idx) -> Float[Tensor, "batch pos d"]:
-            x = act.float().to(sae.W_dec.device)
-            z = sae.encode(x)[..., idx]
-            return (x - z @ sae.W_dec[idx]).to(act.device, act.dtype)
-
-        hooks.append((mlp_hook(l), ablate))
-    return hooks
-
-
-@torch.no_grad()
-def sample_completions(model, prompts: Sequence[str], n: int, *, seed: int, max_new_tokens: int = 16,
-                       fwd_hooks: Sequence = (), batch_size: int = 500) -> list[str]:
-    """`n` completions, prompts taken in turn, sampled at temperature 1 by the Gumbel-max trick. The Gumbel
-    noise comes from one generator seeded by `seed`, drawn in an order that does not depend on the model's
-    outputs: two runs that differ only in `fwd_hooks` use the same random numbers for each completion and
-    step (paired samples)."""
-    if n < 1 or not prompts:
-        raise LFPError(f"sampling needs n >= 1 and at least one prompt, got n={n} and {len(prompts)} prompts")
-    device, g = device_of(model), torch.Generator().manual_seed(seed)
-    eos = model.tokenizer.eos_token_id
-    tokenized = {p: model.to_tokens(p)[0].cpu() for p in dict.fromkeys(prompts)}
-    prompt_tokens = [tokenized[prompts[i % len(prompts)]] for i in range(n)]
-    by_length: dict[int, list[int]] = {}
-    for i, t in enumerate(prompt_tokens):  # equal-length prompts share a batch: no padding needed
-        by_length.setdefault(len(t), []).append(i)
-    out: list[str] = [""] * n
-    for members in by_length.values():
-        for b in range(0, len(members), batch_size):
-            idx = members[b:b + batch_size]
-            tokens = torch.stack([prompt_tokens[i] for i in idx]).to(device)
-            start = tokens.shape[1]
-            for _ in range(max_new_tokens):
-                logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))[:, -1].float()
-                u = torch.rand(logits.shape, generator=g).clamp_min(1e-20).to(device)
-                nxt = (logits.log_softmax(-1) - torch.log(-torch.log(u))).argmax(-1)
-                tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-            for i, row in zip(idx, tokens[:, start:].tolist()):
-                row = row[: row.index(eos)] if eos in row else row
-                out[i] = model.tokenizer.decode(row).strip()
-    return out
+    """Zero-ablate the given features of each layer's autoencoder at its MLP output."""
+    return feature_ablation_hooks({get_act_name("mlp_out", l): saes[l] for l in features},
+                                  {get_act_name("mlp_out", l): f for l, f in features.items()})
 
 
 def raw_probe_inputs(model, layers: Sequence[int], triples: list[Triple]) -> Float[np.ndarray, "n d"]:
     """`raw_inputs` of another model (e.g. the base model) on the same triples."""
-    prefixes, hooks = [t.prefix for t in triples], [mlp_hook(l) for l in layers]
+    prefixes, hooks = [t.prefix for t in triples], [get_act_name("mlp_out", l) for l in layers]
     acts = {role: word_acts(model, prefixes, [getattr(t, role) for t in triples], hooks) for role in ("positive", "negative")}
     return raw_inputs(acts, layers)
 
@@ -427,7 +374,7 @@ class Analysis:
     def candidates(self) -> dict[int, Tensor]:
         """The size-n features found again in the size-2n dictionary: the ones the paper labels."""
         d = self.dictionaries
-        return {l: overlapping(d.small[l], d.large[l], self.s.overlap_cosine) for l in self.s.layers}
+        return {l: decoder_matches(d.small[l], d.large[l], self.s.overlap_cosine) for l in self.s.layers}
 
     @functools.cached_property
     def labels(self) -> dict[int, dict]:

@@ -21,6 +21,7 @@ from fixtures.catalogue import Param, claim
 from lib import plots
 from lib import probes as P
 from lib.divergence import block_divergence
+from lib.sampling import sample_completions
 
 _SETTINGS = lfp.Settings.defaults()
 # Read by the `layers` and `analysis` fixtures (lfp.Settings) and by _record_settings: every claim on the
@@ -309,8 +310,8 @@ def test_lfp_07_ablating_feedback_features_keeps_or_lowers_reward(params, analys
     record.measure(feature_labeller=lfp.labeller(analysis.s))
     features = {l: analysis.labels[l]["related"] for l in analysis.s.layers}
     n, seed, prompts = params["n_completions"], params["sample_seed"], list(lfp.REVIEW_PROMPTS)
-    before = lfp.sample_completions(tuned_model, prompts, n, seed=seed)
-    after = lfp.sample_completions(tuned_model, prompts, n, seed=seed, fwd_hooks=lfp.ablation_hooks(analysis.dictionaries.small, features))
+    before = sample_completions(tuned_model, prompts, n, seed=seed)
+    after = sample_completions(tuned_model, prompts, n, seed=seed, fwd_hooks=lfp.ablation_hooks(analysis.dictionaries.small, features))
     sign = -1.0 if params["feedback"] == "negative" else 1.0  # the fine-tuning reward
     r_before, r_after = sign * lfp.rewards(before), sign * lfp.rewards(after)
     diff = lfp.paired_difference(r_after, r_before)
@@ -324,7 +325,7 @@ def test_lfp_07_ablating_feedback_features_keeps_or_lowers_reward(params, analys
     rows = [[f"ours: labelled features ({sum(map(len, features.values()))}); {_change(diff)}",
              float(r_before.mean()), float(r_after.mean())]]
     for key, (name, feats) in controls.items():
-        r = sign * lfp.rewards(lfp.sample_completions(tuned_model, prompts, n, seed=seed, fwd_hooks=lfp.ablation_hooks(analysis.dictionaries.small, feats)))
+        r = sign * lfp.rewards(sample_completions(tuned_model, prompts, n, seed=seed, fwd_hooks=lfp.ablation_hooks(analysis.dictionaries.small, feats)))
         dc = lfp.paired_difference(r, r_before)
         rows.append([f"control: {name} ({sum(map(len, feats.values()))}); {_change(dc)}", float(r_before.mean()), float(r.mean())])
         record.measure(**{f"control_{key}": dc})

@@ -9,6 +9,7 @@ checkpoint; a jump is the largest change between two consecutive checkpoints.
 """
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,37 +18,23 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from lib.curves import CurveError, Jump
-from lib.heads import head_name, induction_stripe_scores, repeated_random_tokens
+from lib.heads import head_name, induction_stripe_scores
+from lib.sequences import ordinary_tokens, repeated_random_tokens, repeated_segment, with_bos
 
 # ---------------------------------------------------------------------------------------------
 # Held-out sequences
 
 
-def ordinary_vocabulary(model) -> Int[Tensor, " vocab"]:
-    special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
-    return torch.tensor([i for i in range(model.cfg.d_vocab) if i not in special])
-
-
 def repeated_segments(model, n: int, length: int, shortest: int, longest: int,
                       seed: int = 0) -> Int[Tensor, "n pos"]:
-    """[BOS] + a segment of `shortest`..`longest` distinct random tokens, repeated to `length` tokens.
-
-    The first copy of a segment cannot be predicted from context; every later token can, by looking up
-    the token that followed the current one last time.
-    """
-    vocab = ordinary_vocabulary(model)
+    """[BOS] + a segment of `shortest`..`longest` distinct random ordinary tokens, repeated to `length` tokens
+    (lib.sequences.repeated_segment, the same generator the zoo's attention-only model trains on)."""
+    vocab = ordinary_tokens(model).tolist()
     if not 1 <= shortest <= longest <= len(vocab):
         raise CurveError(f"segment lengths {shortest}..{longest} must lie in 1..{len(vocab)} (the ordinary vocabulary)")
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for _ in range(n):
-        k = int(torch.randint(shortest, longest + 1, (1,), generator=g))
-        segment = vocab[torch.randperm(len(vocab), generator=g)[:k]]
-        rows.append(segment.repeat(length // k + 1)[:length])
-    tokens = torch.stack(rows)
-    if model.cfg.default_prepend_bos and model.tokenizer.bos_token_id is not None:
-        tokens = torch.cat([torch.full((n, 1), model.tokenizer.bos_token_id), tokens], 1)
-    return tokens
+    rng = random.Random(seed)
+    rows = [repeated_segment(rng, vocab, length, shortest, longest) for _ in range(n)]
+    return with_bos(model, torch.tensor(rows))
 
 
 HELD_OUT_KEYS = ("n", "length", "shortest", "longest")

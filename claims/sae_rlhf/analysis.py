@@ -7,20 +7,23 @@ recipe; `train_text` and `heldout_text` are `{reviews, seed}` of the zoo's revie
 from __future__ import annotations
 
 import torch
+from transformer_lens.utilities import get_act_name
 
 from claims.sae_rlhf import sae_tuning as T
 from fixtures.cache import array_sha256, cached_sae
 from fixtures.zoo import corpus
 from lib import sae as S
+from lib.activations import text_tokens
+from lib.sampling import sample_completions
 from lib.stats import Fraction, fraction
 
 
 def hook_name(spec: dict) -> str:
-    return f"blocks.{spec['layer']}.hook_mlp_out"
+    return get_act_name("mlp_out", spec["layer"])
 
 
 def reviews(model, spec: dict):
-    return S.text_tokens(model, corpus.reviews(spec["reviews"], spec["seed"]))
+    return text_tokens(model, corpus.reviews(spec["reviews"], spec["seed"]), bos_in_mask=True)
 
 
 def train_config(model, spec: dict, **overrides) -> S.SAETrainConfig:
@@ -74,7 +77,7 @@ def tuned_over_lr_grid(model, sae: S.SAE, hook: str, spec: dict, lr_grid: list[f
 
 def samples(model, prompts: list[str], n: int, hooks) -> list[str]:
     """`n` sampled completions of each prompt (prompt i sampled with seed i), prompt by prompt."""
-    return [text for i, p in enumerate(prompts) for text in T.sample(model, [p] * n, hooks, seed=i)]
+    return [text for i, p in enumerate(prompts) for text in sample_completions(model, [p], n, seed=i, fwd_hooks=hooks)]
 
 
 def mean_reward(texts: list[str]) -> float:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from fixtures.cache import array_sha256, as_json, cache_dir, digest, verified, write_entry
+from lib.interventions import splice_hooks
 from lib.sae import LOG, SAE, SAEError, next_token_nll
 
 WEIGHTS = "latent_tuning.safetensors"
@@ -37,6 +38,10 @@ class LatentTuning(torch.nn.Module):
         self.c = torch.nn.Parameter(torch.ones(sae.d_sae))
         self.d = torch.nn.Parameter(torch.zeros(sae.d_sae))
 
+    @property
+    def d_in(self) -> int:
+        return self.sae.d_in
+
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
         return torch.relu(self.c * self.sae.pre_acts(x) + self.d)
 
@@ -46,7 +51,7 @@ class LatentTuning(torch.nn.Module):
 
 def tuning_hooks(hook_name: str, tuning: LatentTuning) -> list[tuple[str, Callable]]:
     """fwd_hooks that replace the activation at hook_name by the tuned SAE's reconstruction (gradients flow)."""
-    return [(hook_name, lambda act, hook=None: tuning(act.float()).to(act.dtype))]
+    return splice_hooks(hook_name, tuning)
 
 
 @dataclass
@@ -184,35 +189,6 @@ def cached_tuning(key: dict, model, sae: SAE, hook_name: str, pairs: PairTokens,
 
     write_entry(out, write)
     return tuning, log
-
-
-@torch.no_grad()
-def sample(model, prompts: Sequence[str], fwd_hooks, *, max_new_tokens: int = 16, seed: int = 0,
-           temperature: float = 1.0) -> list[str]:
-    """Sampled completions of `<bos> prompt` (stopping at <eos>), with `fwd_hooks` applied at every step."""
-    tok = model.tokenizer
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    rows = [[bos, *tok(p, add_special_tokens=False)["input_ids"]] for p in prompts]
-    if len({len(r) for r in rows}) != 1:
-        raise SAEError("sample needs prompts of one token length each; group them by length first")
-    tokens = torch.tensor(rows)
-    g = torch.Generator().manual_seed(seed)
-    done = torch.zeros(len(rows), dtype=torch.bool)
-    new = []
-    for _ in range(max_new_tokens):
-        logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))[:, -1].float()
-        nxt = torch.multinomial((logits / temperature).softmax(-1), 1, generator=g)[:, 0]
-        nxt = torch.where(done, tok.eos_token_id, nxt)
-        done |= nxt == tok.eos_token_id
-        new.append(nxt)
-        tokens = torch.cat([tokens, nxt[:, None]], 1)
-        if done.all():
-            break
-    out = []
-    for row in torch.stack(new, 1).tolist():
-        row = row[: row.index(tok.eos_token_id)] if tok.eos_token_id in row else row
-        out.append(tok.decode(row).strip())
-    return out
 
 
 @torch.no_grad()

@@ -1,0 +1,63 @@
+"""Sampled completions at a temperature, by the Gumbel-max trick.
+
+The Gumbel noise comes from one generator seeded by `seed` and is drawn in an order fixed by the prompts
+alone (prompts grouped by token length, in batches, one draw per step), never by the model's outputs:
+two runs that differ only in the model, or in hooks on it, use the same random numbers for each
+completion and step (paired samples).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+NextLogits = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch d_vocab"]]
+
+
+@torch.no_grad()
+def sample_tokens(next_logits: NextLogits, prompts: Sequence[Sequence[int]], *, seed: int, max_new_tokens: int = 16,
+                  eos: int | None = None, temperature: float = 1.0, batch_size: int = 500) -> list[list[int]]:
+    """The new tokens after each prompt (token ids), cut before the first `eos`. `next_logits` maps
+    tokens [batch, pos] to the logits of the next token [batch, d_vocab]."""
+    if not prompts:
+        raise ValueError("sampling needs at least one prompt")
+    if temperature <= 0:
+        raise ValueError(f"the temperature must be positive, got {temperature}")
+    g = torch.Generator().manual_seed(seed)
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):  # equal-length prompts share a batch: no padding needed
+        by_length.setdefault(len(p), []).append(i)
+    out: list[list[int]] = [[] for _ in prompts]
+    for members in by_length.values():
+        for b in range(0, len(members), batch_size):
+            idx = members[b : b + batch_size]
+            tokens = torch.tensor([list(prompts[i]) for i in idx])
+            start = tokens.shape[1]
+            for _ in range(max_new_tokens):
+                logits = next_logits(tokens).float()
+                u = torch.rand(logits.shape, generator=g).clamp_min(1e-20).to(logits.device)
+                nxt = ((logits / temperature).log_softmax(-1) - torch.log(-torch.log(u))).argmax(-1)
+                tokens = torch.cat([tokens, nxt[:, None].cpu()], dim=1)
+            for i, row in zip(idx, tokens[:, start:].tolist()):
+                out[i] = row[: row.index(eos)] if eos is not None and eos in row else row
+    return out
+
+
+def sample_completions(model, prompts: Sequence[str], n: int, *, seed: int, max_new_tokens: int = 16,
+                       fwd_hooks: Sequence = (), temperature: float = 1.0, batch_size: int = 500) -> list[str]:
+    """`n` completions of a TransformerLens-style model, completion i continuing prompts[i % len(prompts)]
+    (tokenized as the model does, BOS included where it prepends one), with `fwd_hooks` applied at every
+    step; decoded, without the prompt."""
+    if n < 1 or not prompts:
+        raise ValueError(f"sampling needs n >= 1 and at least one prompt, got n={n} and {len(prompts)} prompts")
+    device = next(model.parameters()).device
+    tokenized = {p: model.to_tokens(p)[0].tolist() for p in dict.fromkeys(prompts)}
+    rows = sample_tokens(
+        lambda tokens: model.run_with_hooks(tokens.to(device), fwd_hooks=list(fwd_hooks))[:, -1],
+        [tokenized[prompts[i % len(prompts)]] for i in range(n)],
+        seed=seed, max_new_tokens=max_new_tokens, eos=model.tokenizer.eos_token_id, temperature=temperature,
+        batch_size=batch_size,
+    )
+    return [model.tokenizer.decode(row).strip() for row in rows]
