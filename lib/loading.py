@@ -12,8 +12,10 @@ Everything ends in the same code path: a validated local directory booted with
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
 import json
 import os
 import re
@@ -101,7 +103,13 @@ def resolve(ref: str | os.PathLike, *, allow_pickle: bool = False) -> Checkpoint
             f"checkpoint {ref!r} {what}: pass a directory holding config.json, the weights and the "
             f"tokenizer, as written by model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)"
         )
-    return _validated(ref, _hub_snapshot(ref), "hub", allow_pickle)
+    try:
+        snapshot = _hub_snapshot(ref)
+    except CheckpointUnavailable as e:
+        if "/" in ref and path.parent.is_dir():  # 'runs/model-typo' is also a Hub id: say both readings
+            raise CheckpointUnavailable(f"there is no directory {path.resolve()}, and as a Hub id: {e}") from None
+        raise
+    return _validated(ref, snapshot, "hub", allow_pickle)
 
 
 def hub_cache_dir() -> Path:
@@ -176,6 +184,13 @@ def _validated(ref: str, path: Path, source: str, allow_pickle: bool) -> Checkpo
     else:
         for f in weights:
             check_safetensors(f)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (path / name).is_file():
+            try:
+                json.loads((path / name).read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise CheckpointError(f"{path / name} is not valid JSON ({e}); save the tokenizer again with "
+                                      f"tokenizer.save_pretrained({str(path)!r})") from None
     if not any((path / f).exists() for f in TOKENIZER_FILES):
         raise CheckpointError(
             f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer beside "
@@ -252,6 +267,8 @@ def load_model(
     ckpt = ref if isinstance(ref, Checkpoint) else resolve(ref, allow_pickle=allow_pickle)
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise CheckpointError(f"device {device!r} was asked for but no CUDA device is available; use --device cpu")
+    if ckpt.weight_files and ckpt.weight_files[0].suffix == ".safetensors":
+        check_weights(ckpt.path)
     try:
         bridge = TransformerBridge.boot_transformers(str(ckpt.path), device=device, dtype=dtype)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
@@ -269,6 +286,50 @@ def load_model(
     bridge.eval()
     bridge.checkpoint = ckpt
     return bridge
+
+
+def check_weights(path: Path) -> None:
+    """CheckpointError unless the weight files hold exactly the tensors the architecture of config.json
+    reads, in its shapes. transformers fills a missing tensor (a layer too many in the config, a tensor
+    dropped in a conversion) with random values and ignores unexpected ones, without a word."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        try:  # on the meta device: keys and shapes are compared, no tensor is read
+            _, info = AutoModelForCausalLM.from_pretrained(str(path), output_loading_info=True, device_map="meta")
+        except RuntimeError as e:
+            if "ignore_mismatched_sizes" not in str(e):
+                raise CheckpointError(f"{path} could not be loaded: {type(e).__name__}: {e}") from None
+            with contextlib.redirect_stdout(io.StringIO()):  # transformers prints its load report
+                _, info = AutoModelForCausalLM.from_pretrained(
+                    str(path), output_loading_info=True, device_map="meta", ignore_mismatched_sizes=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path} could not be loaded: {type(e).__name__}: {e}") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        transformers.logging.enable_progress_bar()
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"config.json asks for {_names(info['missing_keys'])} that the weights lack")
+    if info.get("unexpected_keys"):
+        problems.append(f"the weights hold {_names(info['unexpected_keys'])} that config.json has no place for")
+    if info.get("mismatched_keys"):
+        shapes = [f"{k} {tuple(a)} in the file, {tuple(b)} in the model" for k, a, b in sorted(info["mismatched_keys"])[:3]]
+        problems.append(f"{len(info['mismatched_keys'])} tensor(s) of another shape ({'; '.join(shapes)})")
+    if problems:
+        raise CheckpointError(
+            f"{path}: the weights do not fit the architecture in config.json: {'; '.join(problems)}; make "
+            f"config.json describe the saved model (n_layer, sizes), or re-save both with save_pretrained")
+
+
+def _names(keys) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:3])
+    return f"{len(keys)} tensor(s) ({shown}{', ...' if len(keys) > 3 else ''})"
 
 
 def saved_bos_token(path: Path) -> str | None:

@@ -19,7 +19,12 @@ def to_tokens(model, prompts: Prompts, *, prepend_bos: bool | None = None) -> In
         return prompts if prompts.ndim == 2 else prompts.unsqueeze(0)
     if isinstance(prompts, str):
         prompts = [prompts]
-    rows = [model.to_tokens(p, prepend_bos=prepend_bos)[0] for p in prompts]
+    rows = [model.to_tokens(p, prepend_bos=prepend_bos, truncate=False)[0] for p in prompts]
+    too_long = [(p, len(r)) for p, r in zip(prompts, rows) if len(r) > model.cfg.n_ctx]
+    if too_long:
+        p, n = too_long[0]
+        raise PromptError(f"prompt {p[:60]!r}... is {n} tokens, longer than the model's context of {model.cfg.n_ctx}; "
+                          f"it would be cut and measured at another token: shorten it")
     lengths = {len(r) for r in rows}
     if len(lengths) > 1:
         shown = "\n".join(f"  {p!r}: {str_tokens(model, r)}" for p, r in zip(prompts, rows))

@@ -56,3 +56,8 @@ def test_list_of_prompts_of_unequal_length(model):
 def test_tokens_pass_through(model):
     t = torch.tensor([5, 6, 7])
     assert to_tokens(model, t).shape == (1, 3)
+
+
+def test_a_prompt_longer_than_the_context_is_refused_not_cut(model):
+    with pytest.raises(PromptError, match="longer than the model's context"):
+        to_tokens(model, "Her name was Alex Hart . " * 40)

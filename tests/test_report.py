@@ -138,11 +138,10 @@ def test_corrupt_checkpoint_fails_with_one_line(claims_project):
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     result = run(pytester, "--subject-file", "subjects.toml", "-m", "DEMO_01", "-k", "deep")
-    result.assert_outcomes(errors=1, deselected=4)
-    result.stdout.fnmatch_lines(["*model.safetensors is truncated*"])
-    (row,) = json.loads((pytester.path / "out" / "claims.json").read_text())["results"]
-    assert row["verdict"] == "error" and "model.safetensors is truncated" in row["reason"]
-    assert "\n" not in row["reason"] and not row["reason"].startswith("error: ")
+    assert result.ret == 4  # found before anything ran: no verdict, no report
+    result.stdout.fnmatch_lines(["bad input: subjects.toml, subject deep-enough, checkpoint model = *"
+                                 "model.safetensors is truncated*"])
+    assert "Traceback" not in result.stdout.str() and not (pytester.path / "out" / "claims.json").exists()
 
 
 def _records(n: int = 2) -> list[ClaimRecord]:
