@@ -267,8 +267,7 @@ def load_model(
     ckpt = ref if isinstance(ref, Checkpoint) else resolve(ref, allow_pickle=allow_pickle)
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise CheckpointError(f"device {device!r} was asked for but no CUDA device is available; use --device cpu")
-    if ckpt.weight_files and ckpt.weight_files[0].suffix == ".safetensors":
-        check_weights(ckpt.path)
+    check_weights(ckpt.path)
     try:
         bridge = TransformerBridge.boot_transformers(str(ckpt.path), device=device, dtype=dtype)
     except (OSError, ValueError, RuntimeError, KeyError) as e:

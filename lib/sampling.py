@@ -53,7 +53,11 @@ def sample_completions(model, prompts: Sequence[str], n: int, *, seed: int, max_
     if n < 1 or not prompts:
         raise ValueError(f"sampling needs n >= 1 and at least one prompt, got n={n} and {len(prompts)} prompts")
     device = next(model.parameters()).device
-    tokenized = {p: model.to_tokens(p)[0].tolist() for p in dict.fromkeys(prompts)}
+    tokenized = {p: model.to_tokens(p, truncate=False)[0].tolist() for p in dict.fromkeys(prompts)}
+    longest = max(map(len, tokenized.values()))
+    if longest + max_new_tokens > model.cfg.n_ctx:
+        raise ValueError(f"a prompt of {longest} tokens and {max_new_tokens} new ones exceed the model's context of "
+                         f"{model.cfg.n_ctx}; shorten the prompts or sample fewer tokens")
     rows = sample_tokens(
         lambda tokens: model.run_with_hooks(tokens.to(device), fwd_hooks=list(fwd_hooks))[:, -1],
         [tokenized[prompts[i % len(prompts)]] for i in range(n)],

@@ -211,6 +211,22 @@ def test_positions_given_by_token_mean_the_same_with_and_without_bos(claims):
     assert resolved["zoo:tiny-gpt2-nobos"] == {"first_name": 3, "last_name": 4, "final": 10}
 
 
+def test_a_pair_claim_without_its_pair(claims):
+    result, out = claims(pair_file(), "--checkpoint", "zoo:review-lm")
+    assert_bad_input(result, out, "claim RLHF-01 needs a 'base' checkpoint", "pass --checkpoint base=DIR")
+
+
+def test_a_layer_range_outside_the_model(claims):
+    extra = "layer_range = [1, 5]\npositions = { first_name = 4, last_name = 5, final = 11 }"
+    result, out = claims(names_file(claim="IND-03", extra=extra), *NAMES_MODEL)
+    assert_bad_input(result, out, "layer_range[1] is 5; the model has layers 0..1", lines=1)
+
+
+def test_a_position_given_as_a_token_the_prompt_lacks(claims):
+    result, out = claims(pair_file(claim="RLHF-06", extra='position = "terrible"'), *PAIR)
+    assert_bad_input(result, out, "position is 'terrible', a token the prompt does not hold", lines=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Options and subject files
 
@@ -231,6 +247,11 @@ def test_a_subject_file_that_registers_no_claim(claims):
     result, _ = claims('[subjects.mine]\n[subjects.mine.params]\nprompt = "Her name was"\n', *NAMES_MODEL)
     assert result.ret == BAD_INPUT
     assert "subject 'mine' registers no claim, so nothing would run" in result.stderr.str()
+
+
+def test_a_marker_selection_counts_only_what_it_selects(claims):
+    result, _ = claims(names_file(), *NAMES_MODEL, "-m", "IND_01")
+    assert result.ret == 0 and "not registered on any selected subject" not in result.stdout.str()
 
 
 def test_no_claim_collected(claims):
@@ -258,7 +279,7 @@ def test_an_adhoc_run_collects_only_the_claims_it_registers(claims):
 def test_a_refuted_claim_reads_as_one_line(claims):
     result, out = claims(names_file(), "--checkpoint", "zoo:names-2l-untrained")
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["IND-01 on mine: refuted: IND-01 on mine: answer_rank = *, the claim needs <= 1"])
+    result.stdout.fnmatch_lines(["IND-01 on mine: refuted: answer_rank = *, needs <= 1"])
     text = result.stdout.str()
     assert "Traceback" not in text and "def test_" not in text and "\\x89PNG" not in text
     (row,) = json.loads((out / "claims.json").read_text())["results"]

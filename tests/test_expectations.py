@@ -90,7 +90,18 @@ def test_another_check_failing_is_a_regression(run_claims):
     row = rows["moved"]
     assert row["verdict"] == "regression"
     assert row["reason"] == "expected second to fail, but first failed (first = 0.5, needs >= 1)"
-    result.stdout.fnmatch_lines(["*registered refutation*", "*expected second to fail, but first failed*"])
+    assert row["checks"] == {"first": "fail", "second": "fail"}
+    result.stdout.fnmatch_lines(["DEMO-01 on moved: regression: expected second to fail, but first failed*"])
+
+
+def test_every_check_is_measured_after_one_fails(run_claims):
+    """The first failed check does not hide the rest: both are measured and both fail the claim."""
+    result, rows = run_claims(both="first = 0.5\nsecond = 0.25\n")
+    row = rows["both"]
+    assert row["verdict"] == "refuted" and row["measured"] == {"shown": 0, "first": 0.5, "second": 0.25}
+    assert row["reason"] == "first = 0.5, needs >= 1; second = 0.25, needs >= 1"
+    result.stdout.fnmatch_lines(["DEMO-01 on both: refuted: first = 0.5, needs >= 1",
+                                 "DEMO-01 on both: refuted: second = 0.25, needs >= 1"])
 
 
 def test_a_name_that_is_no_check_of_the_claim_is_said(run_claims):
@@ -120,4 +131,5 @@ def test_unregistered_outcomes_keep_their_verdicts(run_claims):
     result.assert_outcomes(passed=1, failed=1)
     assert rows["good"]["verdict"] == "holds" and rows["good"]["reason"] == ""
     assert rows["bad"]["verdict"] == "refuted"
-    assert rows["bad"]["reason"] == "DEMO-01 on bad: second = 0.5, the claim needs >= 1"
+    assert rows["bad"]["reason"] == "second = 0.5, needs >= 1"
+    assert rows["bad"]["checks"] == {"first": "pass", "second": "fail"}

@@ -8,7 +8,7 @@ import transformer_lens.model_bridge  # noqa: F401  imported once: pytester's in
 
 from fixtures import catalogue
 from fixtures import report as report_mod
-from fixtures.records import VERDICTS, CheckFailed, ClaimRecord
+from fixtures.records import VERDICTS, ClaimRecord
 from tests.conftest import copy_checkpoint
 
 CLAIM_TESTS = '''
@@ -87,7 +87,7 @@ def test_verdicts_skips_and_report(claims_project):
     pytester, ckpt = claims_project
     result = run(pytester, "--subject-file", "subjects.toml")
     result.assert_outcomes(passed=1, failed=1, xfailed=1, skipped=2)
-    result.stdout.fnmatch_lines(["*too-shallow: n_layers = 3, the claim needs >= 5*"])
+    result.stdout.fnmatch_lines(["DEMO-01 on too-shallow: refuted: n_layers = 3, needs >= 5"])
     doc = json.loads((pytester.path / "out" / "claims.json").read_text())
     rows = {(r["claim"], r["subject"]): r for r in doc["results"]}
     assert rows[("DEMO-01", "deep-enough")]["verdict"] == "holds"
@@ -95,7 +95,7 @@ def test_verdicts_skips_and_report(claims_project):
     assert rows[("DEMO-01", "deep-enough")]["threshold"] == {"n_layers": ">= 2"}
     assert rows[("DEMO-01", "deep-enough")]["published"] == {"n_layers": 12}
     assert rows[("DEMO-01", "too-shallow")]["verdict"] == "refuted"
-    assert "n_layers = 3" in rows[("DEMO-01", "too-shallow")]["reason"]
+    assert rows[("DEMO-01", "too-shallow")]["reason"] == "n_layers = 3, needs >= 5"
     known = rows[("DEMO-01", "known-shallow")]
     assert known["verdict"] == "expected-refuted"
     assert known["reason"] == "a three-layer model (measured: n_layers = 3, needs >= 5)"
@@ -188,19 +188,20 @@ def test_interrupted_write_leaves_the_previous_report_whole(tmp_path, monkeypatc
     assert json.loads(after["claims.json"])["provenance"] == {"run": "first"}
 
 
-def test_expect_puts_value_and_threshold_in_the_message():
+def test_expect_records_value_threshold_and_outcome():
     r = ClaimRecord(claim="RLHF-01", subject="pair")
-    r.expect("tuned_logit_diff", 2.5, ">", 1.0)
-    with pytest.raises(CheckFailed, match=r"RLHF-01 on pair: base_logit_diff = -3, the claim needs > -1") as failed:
-        r.expect("base_logit_diff", -3.0, ">", -1.0)
-    assert isinstance(failed.value, AssertionError)
-    assert (failed.value.check, failed.value.value, failed.value.op, failed.value.threshold) == ("base_logit_diff", -3.0, ">", -1.0)
-    assert failed.value.measured == "base_logit_diff = -3, needs > -1"
-    copy = pickle.loads(pickle.dumps(failed.value))
-    assert (copy.check, str(copy)) == ("base_logit_diff", str(failed.value))
+    assert r.expect("tuned_logit_diff", 2.5, ">", 1.0)
+    assert not r.expect("base_logit_diff", -3.0, ">", -1.0)  # recorded, and the claim goes on
+    (failed,) = r.failures
+    assert str(failed) == "RLHF-01 on pair: base_logit_diff = -3, the claim needs > -1"
+    assert isinstance(failed, AssertionError)
+    assert (failed.check, failed.value, failed.op, failed.threshold) == ("base_logit_diff", -3.0, ">", -1.0)
+    assert failed.measured == "base_logit_diff = -3, needs > -1"
+    copy = pickle.loads(pickle.dumps(failed))
+    assert (copy.check, str(copy)) == ("base_logit_diff", str(failed))
     assert r.threshold == {"tuned_logit_diff": "> 1", "base_logit_diff": "> -1"}
-    with pytest.raises(CheckFailed):
-        r.expect("nan", float("nan"), "!=", 0.0)
+    assert not r.expect("nan", float("nan"), "!=", 0.0)
+    assert r.checks == {"tuned_logit_diff": "pass", "base_logit_diff": "fail", "nan": "fail"}
 
 
 def test_hub_subject_runs_from_a_local_hub_cache(claims_project, tmp_path):

@@ -143,7 +143,7 @@ def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
     params={
         **PAIR_PARAMS,
         "layer": Param("the layer whose resid_pre patch has the largest effect", type=int),
-        "position": Param("the position of that patch", type=int),
+        "position": Param("the position of that patch (an index counting BOS, or the token there)", type=(int, str)),
     },
 )
 def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
@@ -164,7 +164,8 @@ def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
     shown="attention-out and MLP-out patching figures: position 4 is where the action is",
     params={
         **PAIR_PARAMS,
-        "position": Param("the position where the effect sits", type=int),
+        "position": Param("the position where the effect sits (an index counting BOS, or the token there)",
+                          type=(int, str)),
         "min_share": Param("share of the total |effect| at that position, at least (attention and MLP each)", 0.5),
     },
 )
