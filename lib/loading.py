@@ -46,12 +46,17 @@ class Checkpoint:
 
     @functools.cached_property
     def weights_sha256(self) -> str:
-        h = hashlib.sha256()
-        for f in self.weight_files:
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-        return h.hexdigest()
+        return files_sha256(self.weight_files)
+
+
+def files_sha256(files) -> str:
+    """sha256 over the bytes of `files`, in order, read in chunks."""
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

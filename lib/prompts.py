@@ -20,16 +20,20 @@ def to_tokens(model, prompts: Prompts, *, prepend_bos: bool | None = None) -> In
     if isinstance(prompts, str):
         prompts = [prompts]
     rows = [model.to_tokens(p, prepend_bos=prepend_bos, truncate=False)[0] for p in prompts]
-    too_long = [(p, len(r)) for p, r in zip(prompts, rows) if len(r) > model.cfg.n_ctx]
-    if too_long:
-        p, n = too_long[0]
-        raise PromptError(f"prompt {p[:60]!r}... is {n} tokens, longer than the model's context of {model.cfg.n_ctx}; "
-                          f"it would be cut and measured at another token: shorten it")
+    for p, r in zip(prompts, rows):
+        check_context(model, len(r), f"prompt {p[:60]!r}...")
     lengths = {len(r) for r in rows}
     if len(lengths) > 1:
         shown = "\n".join(f"  {p!r}: {str_tokens(model, r)}" for p, r in zip(prompts, rows))
         raise PromptError(f"prompts tokenize to different lengths ({sorted(lengths)}):\n{shown}")
     return torch.stack(rows)
+
+
+def check_context(model, n_tokens: int, what: str) -> None:
+    """PromptError where `n_tokens` would not fit the model's context (TransformerLens would cut them)."""
+    if n_tokens > model.cfg.n_ctx:
+        raise PromptError(f"{what} is {n_tokens} tokens, longer than the model's context of {model.cfg.n_ctx}; "
+                          f"it would be cut and measured at another token: shorten it")
 
 
 def str_tokens(model, tokens: Int[Tensor, " pos"] | Sequence[int]) -> list[str]:
