@@ -28,22 +28,22 @@ zoo-rebuild: $(READY)
 
 # Every claim on every available subject; refuted claims are findings, so only a broken run fails.
 report: zoo
-	$(BIN)/python -m pytest claims -q --report-dir reports; \
+	$(BIN)/python -m pytest claims -q -n auto --report-dir reports; \
 	status=$$?; [ $$status -le 1 ] || exit $$status
 	@echo "report: reports/claims.html, reports/claims.md, reports/claims.json"
 
 # The linter, the lib's own tests and every claim on the zoo subjects; any failure fails.
 test: zoo
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests claims --origin zoo
+	$(BIN)/python -m pytest tests claims --origin zoo -n auto
 
 # The zoo claims under this CPU's kernels and under another CPU's, each with its own cache of trained
 # artefacts; fails if any row's verdict differs.
 repro: zoo
 	rm -rf reports/repro-native reports/repro-other-cpu .cache/repro-native .cache/repro-other
-	CLAIMS_CACHE_DIR=.cache/repro-native $(BIN)/python -m pytest claims --origin zoo -q --tb=no \
+	CLAIMS_CACHE_DIR=.cache/repro-native $(BIN)/python -m pytest claims --origin zoo -q -n auto --tb=no \
 		--report-dir reports/repro-native; true
-	$(OTHER_CPU) CLAIMS_CACHE_DIR=.cache/repro-other $(BIN)/python -m pytest claims --origin zoo -q --tb=no \
+	$(OTHER_CPU) CLAIMS_CACHE_DIR=.cache/repro-other $(BIN)/python -m pytest claims --origin zoo -q -n auto --tb=no \
 		--report-dir reports/repro-other-cpu; true
 	$(BIN)/python -m fixtures.verdicts reports/repro-native/claims.json reports/repro-other-cpu/claims.json
 

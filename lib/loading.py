@@ -8,7 +8,10 @@ A reference is one of
   only where the Hub is reachable.
 
 Everything ends in the same code path: a validated local directory booted with
-`TransformerBridge.boot_transformers`. Pickle weights are refused unless `allow_pickle=True`.
+`TransformerBridge.boot_transformers`. Weights may be safetensors; pickle files (`pytorch_model.bin`, sharded
+or not), read with torch's weights-only loader, which cannot run code (a file that needs full unpickling
+is refused unless `allow_pickle=True`); or TransformerLens' own format (a `.pth` HookedTransformer state
+dict and its config), read as the equivalent GPT-2 (lib.tl_format).
 """
 from __future__ import annotations
 
@@ -27,11 +30,16 @@ from pathlib import Path
 
 import torch
 
+from lib import tl_format
 from lib.errors import CheckpointError, CheckpointUnavailable, PickleRefused, SuiteError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "vocab.txt")
-PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# How a checkpoint's weights are read, as provenance says it
+SAFETENSORS = "safetensors"
+PICKLE_WEIGHTS_ONLY = "pickle, read with torch's weights-only loader (tensors only; it cannot run code)"
+PICKLE_FULL = "pickle, fully unpickled (allowed by --allow-pickle: unpickling can run code)"
+TRANSFORMER_LENS = "TransformerLens state dict (.pth, weights-only loader), read as the equivalent GPT-2"
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt"]
 
 
@@ -43,6 +51,7 @@ class Checkpoint:
     path: Path
     source: str  # "zoo" | "local" | "hub"
     weight_files: list[Path] = field(default_factory=list)
+    weights_format: str = SAFETENSORS
 
     @functools.cached_property
     def weights_sha256(self) -> str:
@@ -167,25 +176,27 @@ def _validated(ref: str, path: Path, source: str, allow_pickle: bool) -> Checkpo
             f"model.save_pretrained({str(path)!r})"
         )
     try:
-        json.loads(config.read_text())
+        cfg = json.loads(config.read_text())
     except ValueError as e:
         raise CheckpointError(f"{config} is not valid JSON ({e}); re-save the model with save_pretrained") from None
-    weights = _safetensors_files(path)
-    if not weights:
-        pickles = [path / f for f in PICKLE_WEIGHTS if (path / f).exists()]
-        if not pickles:
+    weights, weights_format = _safetensors_files(path), SAFETENSORS
+    if isinstance(cfg, dict) and tl_format.is_tl_config(cfg):
+        weights, weights_format = [tl_format.weights_file(path)], TRANSFORMER_LENS
+    elif not weights:
+        weights = _pickle_files(path)
+        if not weights:
             raise CheckpointError(
-                f"{path} holds no weights (no model.safetensors, no sharded safetensors index); "
-                f"save them with model.save_pretrained({str(path)!r})"
+                f"{path} holds no weights (no model.safetensors, no sharded safetensors index, no "
+                f"pytorch_model.bin); save them with model.save_pretrained({str(path)!r})"
             )
-        if not allow_pickle:
+        needs_unpickling = [f for f in weights if not _weights_only_loadable(f)]
+        if needs_unpickling and not allow_pickle:
             raise PickleRefused(
-                f"{path} holds only pickle-format weights ({pickles[0].name}); unpickling can run "
-                f"arbitrary code, so it is refused. Convert them to safetensors "
-                f"(model.save_pretrained(DIR, safe_serialization=True)), or pass --allow-pickle if "
-                f"you trust where they came from"
+                f"{needs_unpickling[0]} holds objects other than tensors, which torch's weights-only loader "
+                f"refuses; unpickling it fully can run arbitrary code. Save a plain state dict (or safetensors: "
+                f"model.save_pretrained(DIR)), or pass --allow-pickle if you trust where it came from"
             )
-        weights = pickles
+        weights_format = PICKLE_FULL if needs_unpickling else PICKLE_WEIGHTS_ONLY
     else:
         for f in weights:
             check_safetensors(f)
@@ -201,7 +212,7 @@ def _validated(ref: str, path: Path, source: str, allow_pickle: bool) -> Checkpo
             f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer beside "
             f"the weights with tokenizer.save_pretrained({str(path)!r})"
         )
-    return Checkpoint(ref=ref, path=path, source=source, weight_files=weights)
+    return Checkpoint(ref=ref, path=path, source=source, weight_files=weights, weights_format=weights_format)
 
 
 def _safetensors_files(path: Path) -> list[Path]:
@@ -219,6 +230,47 @@ def _safetensors_files(path: Path) -> list[Path]:
     if missing:
         raise CheckpointError(f"{index} names shards that are missing: {', '.join(missing)}")
     return [path / s for s in shards]
+
+
+def _pickle_files(path: Path) -> list[Path]:
+    """`pytorch_model.bin`, or the shards its index names."""
+    if (path / "pytorch_model.bin").exists():
+        return [path / "pytorch_model.bin"]
+    index = path / "pytorch_model.bin.index.json"
+    if not index.exists():
+        return []
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{index} is not a valid weights index ({e!r}); re-save the model") from None
+    missing = [s for s in shards if not (path / s).exists()]
+    if missing:
+        raise CheckpointError(f"{index} names shards that are missing: {', '.join(missing)}")
+    return [path / s for s in shards]
+
+
+def _weights_only_loadable(file: Path) -> bool:
+    """Whether torch's weights-only loader reads `file` (tensors and plain containers only: no code runs).
+    A file that is not a pickle at all is a CheckpointError."""
+    import pickle
+
+    try:
+        try:
+            torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            torch.load(file, map_location="cpu", weights_only=True)  # a file of torch's legacy format
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):  # a class or function: only full unpickling rebuilds it
+            return False
+        said = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+        raise CheckpointError(f"{file} could not be read: it is not a pickle of tensors "
+                              f"({said.group(1) if said else str(e).splitlines()[0]}); copy or download it again") from None
+    except Exception as e:
+        raise CheckpointError(f"{file} could not be read: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
+                              f"copy or download it again") from None
+    return True
 
 
 def check_safetensors(file: Path) -> None:
@@ -268,13 +320,34 @@ def load_model(
     prepends BOS where the tokenizer defines one and the architecture's adapter does so.
     """
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer
 
     ckpt = ref if isinstance(ref, Checkpoint) else resolve(ref, allow_pickle=allow_pickle)
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise CheckpointError(f"device {device!r} was asked for but no CUDA device is available; use --device cpu")
-    check_weights(ckpt.path)
+    hf_model = None
+    if ckpt.weights_format == TRANSFORMER_LENS:
+        hf_model = tl_format.load_gpt2(ckpt.path, json.loads((ckpt.path / "config.json").read_text()), device, dtype)
+    elif ckpt.weights_format == PICKLE_FULL:  # allowed by the caller: transformers reads .bin weights-only
+        from transformers import AutoConfig
+
+        state = {}
+        for f in ckpt.weight_files:
+            state.update(dict(torch.load(f, map_location="cpu", weights_only=False)))
+        check_weights(ckpt.path, state_dict=state)
+        with _quiet_transformers():
+            hf_model = _causal_lm_class(ckpt.path).from_pretrained(
+                None, config=AutoConfig.from_pretrained(str(ckpt.path)), state_dict=state, dtype=dtype).to(device)
+    else:
+        check_weights(ckpt.path)
     try:
-        bridge = TransformerBridge.boot_transformers(str(ckpt.path), device=device, dtype=dtype)
+        with _quiet_transformers():
+            if hf_model is None:
+                bridge = TransformerBridge.boot_transformers(str(ckpt.path), device=device, dtype=dtype)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path))
+                bridge = TransformerBridge.boot_transformers(str(ckpt.path), hf_model=hf_model, tokenizer=tokenizer,
+                                                             dtype=dtype)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise CheckpointError(f"{ckpt.path} could not be loaded: {type(e).__name__}: {e}") from None
     tok = bridge.tokenizer
@@ -292,30 +365,44 @@ def load_model(
     return bridge
 
 
-def check_weights(path: Path) -> None:
-    """CheckpointError unless the weight files hold exactly the tensors the architecture of config.json
-    reads, in its shapes. transformers fills a missing tensor (a layer too many in the config, a tensor
-    dropped in a conversion) with random values and ignores unexpected ones, without a word."""
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers' warnings and progress bars off while it loads (the suite reports problems itself)."""
     import transformers
-    from transformers import AutoModelForCausalLM
 
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:
-        try:  # on the meta device: keys and shapes are compared, no tensor is read
-            _, info = AutoModelForCausalLM.from_pretrained(str(path), output_loading_info=True, device_map="meta")
-        except RuntimeError as e:
-            if "ignore_mismatched_sizes" not in str(e):
-                raise CheckpointError(f"{path} could not be loaded: {type(e).__name__}: {e}") from None
-            with contextlib.redirect_stdout(io.StringIO()):  # transformers prints its load report
-                _, info = AutoModelForCausalLM.from_pretrained(
-                    str(path), output_loading_info=True, device_map="meta", ignore_mismatched_sizes=True)
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path} could not be loaded: {type(e).__name__}: {e}") from None
+        yield
     finally:
         transformers.logging.set_verbosity(verbosity)
         transformers.logging.enable_progress_bar()
+
+
+def check_weights(path: Path, *, state_dict: dict | None = None) -> None:
+    """CheckpointError unless the weight files (or `state_dict`, read from them) hold exactly the tensors the
+    architecture of config.json reads, in its shapes. transformers fills a missing tensor (a layer too many
+    in the config, a tensor dropped in a conversion) with random values and ignores unexpected ones, without
+    a word."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        cls, source, extra = AutoModelForCausalLM, str(path), {}
+        if state_dict is not None:
+            cls, source, extra = _causal_lm_class(path), None, {"config": AutoConfig.from_pretrained(str(path)),
+                                                                  "state_dict": state_dict}
+        with _quiet_transformers():
+            try:  # on the meta device: keys and shapes are compared, no tensor is read
+                _, info = cls.from_pretrained(source, output_loading_info=True, device_map="meta", **extra)
+            except RuntimeError as e:
+                if "ignore_mismatched_sizes" not in str(e):
+                    raise CheckpointError(f"{path} could not be loaded: {type(e).__name__}: {e}") from None
+                with contextlib.redirect_stdout(io.StringIO()):  # transformers prints its load report
+                    _, info = cls.from_pretrained(
+                        source, output_loading_info=True, device_map="meta", ignore_mismatched_sizes=True, **extra)
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path} could not be loaded: {type(e).__name__}: {e}") from None
     problems = []
     if info.get("missing_keys"):
         problems.append(f"config.json asks for {_names(info['missing_keys'])} that the weights lack")
@@ -328,6 +415,14 @@ def check_weights(path: Path) -> None:
         raise CheckpointError(
             f"{path}: the weights do not fit the architecture in config.json: {'; '.join(problems)}; make "
             f"config.json describe the saved model (n_layer, sizes), or re-save both with save_pretrained")
+
+
+def _causal_lm_class(path: Path):
+    """The causal-LM class of the architecture in `path`'s config.json."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    return MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.from_pretrained(str(path)))]
 
 
 def _names(keys) -> str:

@@ -1,10 +1,32 @@
 """The cache of trained artefacts: entries named by what determines them, verified on read."""
 import json
+import multiprocessing
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from fixtures import cache as C
+
+
+def _probe_entry(root: Path) -> dict:
+    """What a parallel run's worker does: ask the cache for an entry that takes a while to compute."""
+
+    def compute() -> dict:
+        with open(root / "computed", "a") as fh:
+            fh.write("once\n")
+        time.sleep(1.0)
+        return {"acc": 1.0}
+
+    return C.cached_json("probe", {"weights_sha256": "abc"}, compute, root=root)
+
+
+def test_processes_needing_one_entry_at_once_compute_it_once(tmp_path):
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        results = pool.map(_probe_entry, [tmp_path] * 3)
+    assert results == [{"acc": 1.0}] * 3
+    assert (tmp_path / "computed").read_text() == "once\n"
 
 
 def test_cached_json_computes_once_and_rebuilds_a_corrupt_entry(tmp_path):

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from lib.errors import CheckpointError, CheckpointUnavailable, PickleRefused
+from lib.errors import CheckpointError, CheckpointUnavailable
 from lib.loading import load_model, resolve
 from tests.conftest import hub_layout
 
@@ -111,18 +111,6 @@ def test_no_weights(gpt2_dir):
     (gpt2_dir / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="holds no weights"):
         resolve(gpt2_dir)
-
-
-def test_pickle_weights_are_refused_unless_allowed(gpt2_dir):
-    from safetensors.torch import load_file
-
-    state = load_file(gpt2_dir / "model.safetensors")
-    (gpt2_dir / "model.safetensors").unlink()
-    torch.save(state, gpt2_dir / "pytorch_model.bin")
-    with pytest.raises(PickleRefused, match="--allow-pickle"):
-        load_model(gpt2_dir)
-    model = load_model(gpt2_dir, allow_pickle=True)
-    assert model.checkpoint.weight_files[0].name == "pytorch_model.bin"
 
 
 def test_sharded_index_with_a_missing_shard(gpt2_dir):

@@ -22,7 +22,7 @@ from jaxtyping import Bool, Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from fixtures.cache import array_sha256, as_json, cache_dir, digest, verified, write_entry
+from fixtures.cache import array_sha256, as_json, cache_dir, digest, read_or_build, verified, write_entry
 from lib.interventions import splice_hooks
 from lib.sae import LOG, SAE, SAEError, next_token_nll
 
@@ -168,11 +168,14 @@ def cached_tuning(key: dict, model, sae: SAE, hook_name: str, pairs: PairTokens,
     request = {"key": key, "sae": sae_hash, "hook": hook_name, "pairs": array_sha256(*dataclasses.astuple(pairs))}
     out = (Path(root) if root is not None else cache_dir() / "sae") / (
         "tuning-" + digest(request, dataclasses.asdict(cfg), modules=("lib.sae", __name__)))
-    if verified(out):
+
+    def read() -> tuple[LatentTuning, dict] | None:
+        if not verified(out):
+            return None
         try:
             log = json.loads((out / LOG).read_text())
             if log.get("request") != as_json(request) or log.get("config") != as_json(dataclasses.asdict(cfg)):
-                raise ValueError("the entry was built for another request")
+                return None
             tuning = LatentTuning(sae)
             state = load_file(out / WEIGHTS)
             with torch.no_grad():
@@ -180,15 +183,19 @@ def cached_tuning(key: dict, model, sae: SAE, hook_name: str, pairs: PairTokens,
                 tuning.d.copy_(state["d"])
             return tuning, log
         except (OSError, ValueError, KeyError, RuntimeError):
-            pass
-    tuning, log = tune_latents(model, sae, hook_name, pairs, cfg)
+            return None
 
-    def write(tmp: Path) -> None:
-        save_file({"c": tuning.c.detach().cpu().clone(), "d": tuning.d.detach().cpu().clone()}, tmp / WEIGHTS)
-        (tmp / LOG).write_text(json.dumps({"request": request, "config": dataclasses.asdict(cfg), **log}, default=str))
+    def build() -> tuple[LatentTuning, dict]:
+        tuning, log = tune_latents(model, sae, hook_name, pairs, cfg)
 
-    write_entry(out, write)
-    return tuning, log
+        def write(tmp: Path) -> None:
+            save_file({"c": tuning.c.detach().cpu().clone(), "d": tuning.d.detach().cpu().clone()}, tmp / WEIGHTS)
+            (tmp / LOG).write_text(json.dumps({"request": request, "config": dataclasses.asdict(cfg), **log}, default=str))
+
+        write_entry(out, write)
+        return tuning, log
+
+    return read_or_build(out, read, build)
 
 
 @torch.no_grad()
