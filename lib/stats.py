@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scipy.stats import binomtest
+import numpy as np
+from scipy.stats import binomtest, ttest_1samp
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,42 @@ def fraction(outcomes, confidence: float = 0.95) -> Fraction:
         return Fraction(0, 0, float("nan"), float("nan"))
     ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
     return Fraction(k, n, float(ci.low), float(ci.high))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The mean of per-prompt values (paired differences) over n prompts, with its 95% t interval."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def as_json(self) -> dict:
+        return {"mean": self.mean, "ci95": [self.low, self.high], "prompts": self.n}
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3g} (95% CI {self.low:.3g} to {self.high:.3g}, {self.n} prompts)"
+
+
+def mean_interval(values, confidence: float = 0.95) -> Interval:
+    """The mean of `values` with its confidence interval (one-sample t: each prompt one paired difference).
+    Values that do not vary have an interval of width zero; fewer than two have none (NaN)."""
+    x = np.asarray(list(values), dtype=float)
+    if len(x) < 2:
+        return Interval(float(x.mean()) if len(x) else float("nan"), float("nan"), float("nan"), len(x))
+    if np.all(x == x[0]):
+        return Interval(float(x[0]), float(x[0]), float(x[0]), len(x))
+    ci = ttest_1samp(x, 0.0).confidence_interval(confidence)
+    return Interval(float(x.mean()), float(ci.low), float(ci.high), len(x))
+
+
+def percentile_of(value: float, baseline) -> float:
+    """Share of the `baseline` values that `value` reaches or exceeds: 1.0 is the top of the distribution."""
+    b = np.asarray(list(baseline), dtype=float)
+    return float((b <= value).mean()) if len(b) else float("nan")
+
+
+def relative_margin(first: float, second: float) -> float:
+    """How far ahead of the runner-up the first is, as a share of the first: 0 is a tie, 1 a runner-up at 0."""
+    return (first - second) / abs(first) if first else float("nan")

@@ -304,7 +304,7 @@ from fixtures.catalogue import Paper, claim
 PAPER = Paper("demo", "A demo paper", "seed002")
 
 
-@claim("DEMO-01", statement="a claim that is interrupted", shown="nowhere")
+@claim("DEMO-01", statement="a claim that is interrupted", shown="nowhere", rule="never reaches a verdict")
 def test_interrupted(subject, params, model, record):
     record.measure(n_layers=model.cfg.n_layers)
     raise KeyboardInterrupt

@@ -12,7 +12,7 @@ def test_every_claim_is_declared_once_in_its_papers_folder():
     claims = catalogue.claims()
     assert len(claims) >= 36
     for cid, c in claims.items():
-        assert c.id == cid and c.statement and c.shown, cid
+        assert c.id == cid and c.statement and c.shown and c.rule, cid
         assert c.paper.source in SOURCES
         assert (catalogue.CLAIMS_DIR / c.paper.key / "__init__.py").is_file()
         for name, p in c.params.items():
@@ -41,8 +41,8 @@ def subject_file(tmp_path, table: str, shared: str = "") -> str:
 
 
 @pytest.mark.parametrize("table,shared,message", [
-    ("margn = 2.0", "", "claim RLHF-01: unknown parameter 'margn'; did you mean 'margin'?"),
-    ('margin = "2"', "", "parameter 'margin' is '2' (str); it takes int or float"),
+    ("min_odd = 2.0", "", "claim RLHF-01: unknown parameter 'min_odd'; did you mean 'min_odds'?"),
+    ('min_odds = "2"', "", "parameter 'min_odds' is '2' (str); it takes int or float"),
     ("", "tuned_layer = [4, 5]", "params: unknown parameter 'tuned_layer'; did you mean 'tuned_layers'?"),
 ])
 def test_a_subject_file_is_checked_against_the_declaration(tmp_path, table, shared, message):
@@ -72,4 +72,4 @@ def test_list_claims_option(pytester, monkeypatch):
     pytester.makeini("[pytest]\naddopts = -p fixtures.models -p fixtures.plugin\n")
     result = pytester.runpytest_subprocess("--list-claims")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["RLHF-01  [[]tigges_rlhf, seed000[]]*", "    margin (default 1.0): *"])
+    result.stdout.fnmatch_lines(["RLHF-01  [[]tigges_rlhf, seed000[]]*", "    rule: Holds when*", "    min_odds (default 2.0): *"])

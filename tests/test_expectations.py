@@ -19,7 +19,7 @@ def broken_input(params):
         pytest.fail(params["setup_error"], pytrace=False)
 
 
-@claim("DEMO-01", statement="two checks", shown="nowhere", params={
+@claim("DEMO-01", statement="two checks", shown="nowhere", rule="holds when both checks meet their thresholds", params={
     "setup_error": Param("a setup failure to raise", None, type=str),
     "crash": Param("an exception to raise in the test", None, type=str),
     "bare_assert": Param("a value for a bare assert", None, type=int),

@@ -17,13 +17,13 @@ from fixtures.catalogue import Paper, Param, claim
 PAPER = Paper("demo", "A demo paper", "seed002")
 
 
-@claim("DEMO-01", statement="the model is deep enough", shown="a demo figure: 12 layers",
+@claim("DEMO-01", statement="the model is deep enough", shown="a demo figure: 12 layers", rule="holds when n_layers >= min_layers",
        params={"min_layers": Param("the fewest layers that hold", 1)})
 def test_layers(subject, params, model, record):
     record.expect("n_layers", model.cfg.n_layers, ">=", params["min_layers"])
 
 
-@claim("DEMO-02", statement="the pair shares a width", shown="nowhere")
+@claim("DEMO-02", statement="the pair shares a width", shown="nowhere", rule="holds when d_model is equal")
 def test_pair(subject, params, base_model, tuned_model, record):
     record.measure(d_model=base_model.cfg.d_model)
     record.expect("same_width", base_model.cfg.d_model == tuned_model.cfg.d_model, "==", True)

@@ -246,5 +246,8 @@ def test_zoo_controls_take_their_subjects_tables_but_not_their_refutations():
         own = {k: v for k, v in control.claim_params(c).items() if k not in ("expect", "fails", "reason")}
         assert own == {k: v for k, v in trained.claim_params(c).items() if k not in ("expect", "fails", "reason")}
     assert control.refutation("IND-07").fails != trained.refutation("IND-07").fails
-    assert subjects["review-lm-untrained"].refutation("N2G-01") is None
-    assert subjects["review-lm"].refutation("N2G-01") is not None
+    untrained, trained = subjects["review-lm-untrained"].refutation("N2G-01"), subjects["review-lm"].refutation("N2G-01")
+    assert untrained.reason.startswith("untrained") and not trained.reason.startswith("untrained")
+    swapped = subjects["review-pair-towards-good"]
+    assert swapped.claim_params("RLHF-08")["heads"] == subjects["review-pair"].claim_params("RLHF-08")["heads"]
+    assert subjects["review-pair"].refutation("RLHF-08") is None and swapped.refutation("RLHF-08") is not None

@@ -10,6 +10,8 @@ from lib.loading import resolve
 
 @claim(
     "LFP-09",
+    rule="Holds when, over the logged RL training steps, the least-squares fit of mean reward on sqrt(sequence "
+         "KL to the initial policy) has slope above 0 (`slope`) and R² ≥ `min_r2` (`r2`).",
     statement="RL reward grows roughly linearly in sqrt(KL(policy, init))",
     shown="abstract: \"a roughly linear relationship between the RL reward and the square root of the KL divergence "
           "between the policy and its initialization\" (no figure quoted)",

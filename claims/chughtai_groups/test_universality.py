@@ -9,6 +9,8 @@ from fixtures.catalogue import claim
 
 @claim(
     "UNIV-01",
+    rule="No verdict yet: the test records no check and is reported as not run on every subject (no model "
+         "trained on group composition).",
     statement="Group composition via representation theory; which circuits is arbitrary",
     shown="the abstract: an algorithm for composition in any finite group via representation theory; the "
           "circuits learned, and the order they develop in, are arbitrary",

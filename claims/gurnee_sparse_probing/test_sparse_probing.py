@@ -18,6 +18,10 @@ def _feature(spec: dict) -> dict:
 
 @claim(
     "SPARSE-01",
+    rule="Holds when, for the named `feature` on held-out text, the mean dense-probe accuracy is ≥ "
+         "`min_dense_accuracy` (`mean_dense_accuracy`), the k = 1 probe's 95% lower bound exceeds 0.5 on every "
+         "split (`k1_lowest_ci_bound`), and its mean share of the dense probe's gain over chance is ≥ "
+         "`min_share` (`mean_share_of_dense_gain`).",
     statement="k=1 sparse probes localise single neurons for some features",
     shown="the abstract: with k=1, individual neurons highly relevant for a particular feature; the paper plots "
           "probe accuracy against k",

@@ -31,6 +31,8 @@ INDUCTION_HEAD = {"induction_head": Param("the induction head, 'layer.head'", ty
 
 @claim(
     "IND-01",
+    rule="Holds when, on the canonical prompt, the answer's rank (1 = top) among the next-token predictions is "
+         "≤ `max_rank` (`answer_rank`).",
     statement="gpt2-small predicts ' Hart' among its top predictions",
     shown="Step 2, utils.test_prompt on gpt2-small: ' Hart' is the 4th prediction, well before any other name",
     params={**TASK_PARAMS, "max_rank": Param("the answer's rank (1 = top) is at most this", type=int)},
@@ -46,6 +48,9 @@ def test_ind_01_model_predicts_the_last_name(subject, params, model, record):
 
 @claim(
     "IND-02",
+    rule="Holds when, with `blocks.{layer}.hook_resid_post` at the last-name position of the canonical prompt "
+         "patched from the last-name (Carroll) corruption, the rival's rank is ≤ `max_corrupt_rank` "
+         "(`corrupt_answer_rank`) and the answer's rank is ≥ `min_clean_rank` (`clean_answer_rank`).",
     statement="Patching resid post-6 at the last-name position from the Carroll run makes ' Carroll' top-3",
     shown="Method 1, blocks.6.hook_resid_post at the last-name position from the Carroll run: ' Carroll' "
           "top 3, ' Hart' at rank 1920",
@@ -84,6 +89,9 @@ def _flows(model, params, record):
 
 @claim(
     "IND-03",
+    rule="Holds when, in residual-stream patching from the last-name corruption on the canonical prompt, the "
+         "first block after which patching the final position changes the logit diff more than patching the "
+         "last-name position lies in `layer_range` [lo, hi] inclusive (`transition_layer`).",
     statement="Last-name information moves from pos 5 to the final position around layer 10",
     shown="Method 1, the Carroll-run resid stream patching heatmap: from position 5 to 11, mostly around layer 10",
     params={
@@ -105,6 +113,11 @@ def test_ind_03_last_name_moves_to_the_final_position_late(subject, params, mode
 
 @claim(
     "IND-04",
+    rule="Holds when, over `examples` residual-stream (resid_pre) patches at a random layer and position p of "
+         "the canonical prompt, with donor tokens changed from p on, the largest logit change before p is ≤ "
+         "`atol` (`max_logit_change_before_p`) and every patch changes some logit at or after p "
+         "(`min_logit_change_at_or_after_p` > 0). A property of every causal model whose patching is right, so "
+         "it holds on an untrained control too; its negative is a patch that leaks into earlier positions.",
     statement="Information only travels rightward: patching position p changes nothing before p",
     shown="the resid-stream patching figures: nothing changes left of the patched position",
     params={
@@ -141,6 +154,9 @@ def test_ind_04_information_flows_only_rightward(subject, params, model, record)
 
 @claim(
     "IND-05",
+    rule="Holds when, for each corruption listed in `argmax_positions`, the position where residual-stream "
+         "patching changes the canonical prompt's logit diff most, per heatmap row (embeddings, then after "
+         "each block), equals the listed named positions of `positions` (`argmax_positions_<corruption>`).",
     statement="gelu-2l: first-name info moves in layer 0, last-name info to the final position in layer 1",
     shown="Method 1, the gelu-2l heatmaps: first name to pos 5 in layer 0 and to pos 11 in layer 1; last "
           "name from pos 5 to pos 11 in layer 1",
@@ -166,6 +182,10 @@ def test_ind_05_two_layer_information_flow(subject, params, model, record):
 
 @claim(
     "IND-06",
+    rule="Holds when, patching each head's output at all positions from the last-name corruption on the "
+         "canonical prompt, the head with the largest |change in logit diff| is `induction_head` (`top_head`) "
+         "and none of the next `n_next` heads lies outside `supporting_heads` (`next_heads_outside_supporting` "
+         "is empty).",
     statement="Head 1.6 matters most (0.1, 0.2, 1.1 less) for predicting the last name",
     shown="Method 2, head patching from the Carroll run and the head-by-position figures: 1.6 most, then "
           "0.1, 0.2 and 1.1",
@@ -201,6 +221,10 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
 
 @claim(
     "IND-07",
+    rule="Holds when, on the canonical prompt, for `induction_head` and, where given, `prev_token_head` and "
+         "`duplicate_token_head`, with KIND its class (induction, previous_token, duplicate_token): the head's "
+         "class score is ≥ `min_score` (`KIND_score_<head>`), it ranks first in its class (`KIND_top_head`), "
+         "and first by transformer_lens head_detector too (`KIND_head_detector_top_head`).",
     statement="0.2 is a previous-token head, 0.1 a duplicate-token head, 1.6 an induction head",
     shown="Method 3, the attention patterns: 0.1 duplicate-token, 0.2 previous-token, 1.6 attends to the "
           "last name",
@@ -250,6 +274,10 @@ def test_ind_07_heads_classified_by_attention(subject, params, model, record):
 
 @claim(
     "IND-08",
+    rule="Holds when the K-composition score of `prev_token_head` into `induction_head` "
+         "(`K_composition_percentile`) and the Q-composition score of `duplicate_token_head` into "
+         "`induction_head` (`Q_composition_percentile`) each exceed at least a share `min_percentile` of all "
+         "head pairs of the same two layers.",
     statement="0.2 K-composes with 1.6 and 0.1 Q-composes with 1.6",
     shown="Conclusion: proposed as a further check (0.2 K-composes and 0.1 Q-composes with 1.6), not measured",
     params={

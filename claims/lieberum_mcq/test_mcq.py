@@ -9,6 +9,8 @@ from fixtures.catalogue import claim
 
 @claim(
     "MCQ-01",
+    rule="No verdict yet: the test records no check and is reported as not run on every subject (no subject of "
+         "Chinchilla's scale, and no trained stand-in).",
     statement="MCQ output nodes form a small set; correct-letter heads are low-rank",
     shown="the abstract: a small set of output nodes, and heads whose query, key and value subspaces compress "
           "without loss of performance",

@@ -80,6 +80,9 @@ def _record_settings(analysis, params, record) -> None:
 
 @claim(
     "LFP-01",
+    rule="Holds when more than half (literal 0.5) of the `top_k` blocks with the largest L2 norm of parameter "
+         "change (tuned − base) lie in the upper half of the network, layer ≥ n_layers/2 "
+         "(`upper_half_share_of_top_layers`).",
     statement="Layers whose parameters diverge most after RLHF are mostly the deeper layers",
     shown="section 3.2 and Figure 7 (Appendix C): the high-divergence layers are largely the deeper layers",
     params={"top_k": Param("the blocks of largest parameter change counted (at most the model's depth)", 5)},
@@ -102,6 +105,10 @@ def test_lfp_01_deeper_layers_diverge_most(params, base_model, tuned_model, reco
 
 @claim(
     "LFP-02",
+    rule="Holds when the logistic probe on concatenated SAE codes predicts the feedback sign with accuracy ≥ "
+         "`min_accuracy` on lexicon words it never saw (`held_out_word_accuracy`), and the mean accuracy of "
+         "`n_shuffles` shuffled-label controls lies within `max_shuffled_deviation` of 0.5 "
+         "(`shuffled_label_accuracy_distance_from_chance` <).",
     statement="Probes on SAE-condensed activations predict the feedback sign (>= 99.8%)",
     shown="section 4.1, Table 3: logistic probe accuracy >= 99.80% on a test set (99.80% to 100% across models and tasks)",
     params={
@@ -150,6 +157,10 @@ def test_lfp_02_logistic_probe_predicts_feedback_sign(params, analysis, base_mod
 
 @claim(
     "LFP-03",
+    rule="Holds when Kendall's tau between the linear probe's per-word held-out predictions and VADER valence "
+         "is above 0 (`kendall_tau`), its p-value is below `alpha` (`kendall_p`), and tau exceeds the 95th "
+         "percentile of the taus of `n_baseline` Xavier-initialised probes (`tau_minus_xavier_95th_percentile` "
+         "> 0).",
     statement="A linear probe's predicted token reward correlates with the VADER lexicon",
     shown="section 4.1, Tables 2, 4 and 9: Kendall tau of probe vs VADER 0.042 (p 0.26), 0.093 (p 0.014), 0.023 "
           "(p 0.48) for Pythia-70m, Pythia-160m, GPT-Neo-125m; untrained (Xavier) probe -0.037 (p 0.55)",
@@ -198,6 +209,9 @@ def test_lfp_03_probe_reward_correlates_with_vader(params, analysis, record):
 
 @claim(
     "LFP-04",
+    rule="Holds when the linear probe's per-word held-out prediction has the correct sign for a share ≥ "
+         "`min_sign_accuracy` of positive VADER words (`positive_words_correct_sign`) and of negative VADER "
+         "words (`negative_words_correct_sign`).",
     statement="The VADER probe predicts the correct sign (76-92%)",
     shown="section 4.2, Table 5: correct sign for 76.4% to 92.2% of words (positive 76.4-82.4%, negative 84.2-92.2%)",
     params={**ANALYSIS_PARAMS,
@@ -222,6 +236,8 @@ def test_lfp_04_probe_predicts_the_sign(params, analysis, record):
 
 @claim(
     "LFP-05",
+    rule="Holds when the first principal component explains a share ≥ `min_pc1` of the variance of the probe "
+         "inputs, the concatenated SAE codes (`pc1_explained_variance`).",
     statement="Probe inputs separate along the first principal component",
     shown="Figure 5: the first principal component, along which the classes differ, explains ~97% of the variance",
     params={**ANALYSIS_PARAMS,
@@ -242,6 +258,9 @@ def test_lfp_05_probe_inputs_separate_along_pc1(params, analysis, record):
 
 @claim(
     "LFP-06",
+    rule="Holds when at least one feature is labelled feedback-related (`n_labelled_features` > 0) and, on "
+         "inputs whose predicted activation delta exceeds `strong_delta`, the labelled features' activation "
+         "frequency is ≥ `min_ratio` times the average feature's (`frequency_ratio_labelled_to_average`).",
     statement="Feedback features are 2-3x more often active on strong positive-feedback inputs",
     shown="section 4.2, Table 7: on inputs with activation delta > 3, labelled features active 19%, 19.7%, 13.9% "
           "against 9.1%, 4.1%, 4.2% for the average feature (Pythia-70m, Pythia-160m, GPT-Neo-125m)",
@@ -287,6 +306,9 @@ def _change(d: dict) -> str:
 
 @claim(
     "LFP-07",
+    rule="Holds when at least one feature is ablated (`n_ablated_features` > 0) and, over `n_completions` "
+         "paired sampled completions, the lower end of the 95% interval of the fine-tuning reward after minus "
+         "before zero-ablating the labelled features is ≤ 0 (`after_minus_before_ci95_low`).",
     statement="Zero-ablating feedback features keeps or lowers the fine-tuning reward",
     shown="section 4.2, Table 6: reward before / after ablation 2.07 / 1.96 (Pythia-70m), 1.95 / 1.69 (Pythia-160m), "
           "1.43 / 1.43 (GPT-Neo-125m)",
@@ -339,6 +361,9 @@ def test_lfp_07_ablating_feedback_features_keeps_or_lowers_reward(params, analys
 
 @claim(
     "LFP-08",
+    rule="Holds when the share of the size-n dictionary's features with a decoder match of cosine ≥ "
+         "`overlap_cosine` in the size-2n dictionary, averaged over the studied layers, is ≥ `min_overlap` "
+         "(`mean_overlap`).",
     statement="Two SAEs of sizes n and 2n on the same activations learn overlapping features",
     shown="sections 2 and 3.4, Figure 3: the overlap of features between two dictionaries of hidden sizes n and 2n "
           "(after Sharkey et al.)",

@@ -15,6 +15,11 @@ MODADD_PARAMS = {
 }
 @claim(
     "GROK-01",
+    rule="Holds when the sorted `key_frequencies` equal the `k` strongest frequencies of the number "
+         "embeddings' power spectrum (`key_frequencies_are_the_k_strongest`), they hold ≥ `min_power_share` of "
+         "its power (`power_share`), and on the test pairs accuracy is ≤ `max_ablated_acc` with their "
+         "directions removed from the logits (`ablated_test_acc`) and ≥ `min_kept_acc` with only them kept "
+         "(`kept_test_acc`).",
     statement="Modular addition is computed with a few key Fourier frequencies",
     shown="the embedding's Fourier norms and the ablations in Fourier space of section 5",
     params={
@@ -56,6 +61,12 @@ def test_grok_01_key_fourier_frequencies(subject, params, model, record):
 
 @claim(
     "GROK-02",
+    rule="Holds when, over the checkpoints, train accuracy reaches `fit_acc` (`memorisation_found`) with a "
+         "later sharpest test-loss fall (`cleanup_after_memorisation`); test minus train loss then is ≥ "
+         "`min_memorisation_gap` (`memorisation_gap`); restricted loss falls and excluded-minus-train loss "
+         "rises before the fall (`restricted_drop`, `excluded_rise` > 0); the test−restricted gap shrinks to ≤ "
+         "`max_cleanup_gap_ratio` of its start (`cleanup_gap_ratio`); final test accuracy ≥ `fit_acc` "
+         "(`final_test_acc`).",
     statement="Grokking has three phases: memorisation, circuit formation, cleanup",
     shown="section 5.2 and its figure of train, test, restricted and excluded loss over training",
     params={

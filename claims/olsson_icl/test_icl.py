@@ -11,6 +11,10 @@ from lib.stats import fraction
 
 @claim(
     "ICL-01",
+    rule="Holds when, across consecutive checkpoints, the largest fall of the ICL score (late- minus "
+         "early-token loss on held-out sequences) is ≥ `min_icl_jump` nats (`icl_jump_size`), the largest rise "
+         "of the best head's induction score is ≥ `min_induction_jump` (`induction_jump_size`), and the two "
+         "jumps end at most `window` steps apart (`jump_steps_apart`).",
     statement="Induction heads form with a sharp rise in in-context learning",
     shown="the phase change of Figure 1 and Argument 1: induction heads develop at precisely the point of a "
           "sudden sharp increase in in-context learning, visible as a bump in the training loss",

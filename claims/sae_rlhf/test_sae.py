@@ -25,6 +25,9 @@ SAE_PARAMS = {
 
 @claim(
     "SAE-01",
+    rule="Holds when, on held-out text, the baseline loss is ≤ the loss with the SAE spliced in at its own "
+         "layer (`baseline_loss`), that loss is below the loss with the MLP output zero-ablated (`sae_loss`), "
+         "and the SAE recovers ≥ `min_loss_recovered` of the loss zero-ablation costs (`loss_recovered`).",
     statement="An SAE spliced in at its own layer keeps loss near baseline and beats zero-ablation",
     shown="Results, Exploring a Sparse Autoencoder: Pythia 6.9B, layer 1, held-out loss baseline 3.193, "
           "SAE spliced in 3.201, zero-ablated 3.227 (loss recovered 0.76)",
@@ -64,6 +67,9 @@ def test_sae_01_spliced_sae_keeps_loss_near_baseline(subject, params, model, rec
 
 @claim(
     "SAE-02",
+    rule="Holds when, on held-out text, the extra loss over baseline from splicing the SAE in at every other "
+         "layer is ≥ `min_ratio` times the extra loss at its own layer, the smallest ratio deciding "
+         "(`min_extra_loss_ratio`).",
     statement="Spliced into a layer it was not trained on, loss collapses",
     shown="Results, and the per-layer bar chart of extra loss: Pythia 6.9B's layer-1 SAE inserted at layer 31 "
           "gives loss 12.586 (3.201 at its own layer, baseline 3.193)",
@@ -95,6 +101,10 @@ def test_sae_02_sae_at_another_layer_collapses_loss(subject, params, model, reco
 
 @claim(
     "SAE-03",
+    rule="Holds when max |decoder row norm − 1| over training stays ≤ `norm_atol` (`max_norm_error`), some "
+         "latents were resampled (`latents_resampled` > 0), and on held-out text the never-firing share of "
+         "latents is ≤ `max_dead_fraction` (`dead_fraction`) and below that of the same SAE trained without "
+         "resampling (`dead_fraction_with_resampling`).",
     statement="Decoder rows keep unit norm; dead latents are resampled",
     shown="Methods, How We Train our Sparse Autoencoder: W_dec's rows renormalised to unit norm after each "
           "optimizer step, dead neurons resampled as Anthropic does (no figure given)",
@@ -129,6 +139,10 @@ def test_sae_03_unit_norm_decoder_and_resampled_dead_latents(subject, params, mo
 
 @claim(
     "SAE-04",
+    rule="Holds when, after tuning only c and d, the Wilson lower bound of the held-out pairs' share "
+         "preferring the positive review exceeds the untuned upper bound (`preference_after_ci_low`), sampled "
+         "completions' mean VADER reward rises (`vader_reward_after`), only `tuning.c` and `tuning.d` changed "
+         "(`changed_parameters`), and the model and SAE weights are unchanged (`frozen_weights_now`).",
     statement="Fine-tuning only a per-latent scale and bias changes behaviour on the task",
     shown="Methods, Fine-Tuning: vectors c and d of dimension d_auto scale and translate the SAE's hidden "
           "layer just before the ReLU, all else frozen (the results were left unwritten: no figure)",

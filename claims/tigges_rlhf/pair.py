@@ -87,12 +87,13 @@ def head_dla_diff(pair: Pair) -> Float[Tensor, "layer head"]:
     return attribution.project_logit_diff(pair.base, pair.base_cache, tuned - base, pair.answers).mean(-1)
 
 
-def top_heads(scores: Float[Tensor, "layer head"], k: int, layer: int | None = None) -> list[Head]:
-    """The k heads of largest |score| (within one layer if given)."""
+def top_heads(scores: Float[Tensor, "layer head"], k: int, layer: int | None = None, signed: bool = False) -> list[Head]:
+    """The k heads of largest |score| (of largest score, `signed`), within one layer if given."""
+    key = scores if signed else scores.abs()
     if layer is not None:
-        order = scores[layer].abs().argsort(descending=True)[:k]
+        order = key[layer].argsort(descending=True)[:k]
         return [(layer, int(h)) for h in order]
-    flat = scores.abs().flatten().argsort(descending=True)[:k]
+    flat = key.flatten().argsort(descending=True)[:k]
     n_heads = scores.shape[1]
     return [(int(i) // n_heads, int(i) % n_heads) for i in flat]
 
@@ -110,6 +111,13 @@ def patch_sweeps(pair: Pair, *fields: str) -> dict[str, Float[Tensor, "layer pos
     [layer, pos]; head_out [layer, head]."""
     metric = pair.normalised_metric()
     return {f: SWEEPS[f](pair.base, pair.tokens, pair.tuned_cache, metric) for f in fields}
+
+
+def single_head_effects(pair: Pair) -> Float[Tensor, "layer head"]:
+    """What each head alone carries of the tuning: the base model's logit diff with that head's output
+    taken from the tuned run, minus its own."""
+    metric = metrics.logit_diff_metric(pair.answers)
+    return patching.head_out_sweep(pair.base, pair.tokens, pair.tuned_cache, metric) - pair.base_logit_diff
 
 
 def argmax2d(values: Float[Tensor, "rows cols"]) -> tuple[int, int]:

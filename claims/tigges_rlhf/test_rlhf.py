@@ -5,6 +5,8 @@ Logit diff = logit(" bad") - logit(" good") at the last position. Patching goes 
 model runs, the named activations come from the tuned model on the same tokens; normalised, 0 is the base
 model and 1 the tuned one.
 """
+import math
+
 import pytest
 
 from claims.tigges_rlhf import pair as P
@@ -13,7 +15,7 @@ from fixtures.prompts import review_family
 from lib import plots
 from lib.divergence import block_divergence
 from lib.heads import head_name, parse_head
-from lib.stats import fraction
+from lib.stats import fraction, mean_interval, percentile_of, relative_margin
 
 PAIR_PARAMS = {
     "prompt": Param("the canonical prompt", type=str),
@@ -32,42 +34,68 @@ def tuned_layers(params, model) -> list[int]:
     return [model.cfg.n_layers - 2, model.cfg.n_layers - 1] if layers is None else layers
 
 
-def family_outcomes(params, base_model, tuned_model, holds) -> list[bool]:
-    """`holds(pair)` on every member of the review prompt family the subject's tokenizer takes."""
-    family, _ = review_family(base_model)
-    return [holds(P.run_pair(base_model, tuned_model, m.prompt, m.answers)) for m in family]
+def family_pairs(base_model, tuned_model, record) -> list[P.Pair]:
+    """Both models on every member of the review prompt family that the subject's tokenizer takes as it is.
+    The record says how many members ran and how many were left out; with none, that the family checks
+    were not run and why (the canonical prompt's checks stand alone)."""
+    family, left_out = review_family(base_model)
+    record.measure(family_prompts=len(family), family_left_out=left_out)
+    if len(family) < 2:
+        record.measure(family_checks=f"not run: {len(family)} of {len(family) + left_out} review prompts fit this "
+                                     f"tokenizer (each answer one token, every word known); the family's templates and "
+                                     f"answers are GPT-2-style words with a leading space")
+    return [P.run_pair(base_model, tuned_model, m.prompt, m.answers) for m in family]
+
+
+def odds(logit_diff: float) -> float:
+    """The odds of the first answer over the second that a logit diff means."""
+    return math.exp(logit_diff)
 
 
 @claim(
     "RLHF-01",
     statement="The base model equivocates; the tuned model prefers ' bad'",
     shown="logit differences after the prompt: base -0.089, tuned +2.016",
+    rule="Holds when, on the canonical prompt, the base model's odds between the answers stay within "
+         "`base_max_odds` either way (`base_logit_diff_abs` < ln `base_max_odds`), the tuned model prefers the "
+         "first answer at odds of at least `min_odds` (`tuned_logit_diff` > ln `min_odds`) and the tuning moved "
+         "the logit diff that far towards it (`tuned_minus_base` > ln `min_odds`); and, where the review family "
+         "has at least two prompts the tokenizer takes, the 95% interval of the mean tuned - base difference over "
+         "them lies above 0 (`family_tuned_minus_base_ci95_low` > 0).",
     params={
         **PAIR_PARAMS,
-        "margin": Param("the tuned logit diff must exceed the base one by more than this", 1.0),
-        "base_max_abs": Param("the base model equivocates: |its logit diff| stays below this", 1.0),
+        "min_odds": Param("the tuned model prefers the first answer at least at these odds, and the tuning moved "
+                          "its logit diff by at least their log", 2.0),
+        "base_max_odds": Param("the base model equivocates: its odds either way stay below this", 2.0),
     },
 )
 def test_rlhf_01_tuned_model_prefers_bad(params, pair, base_model, tuned_model, record):
     """"The source model equivocates between the two adjectives, but the RLHF model is strongly biased
-    towards the negative adjective." (seed 000, logit differences: base -0.089, tuned +2.016.)"""
-    margin, near_zero = params["margin"], params["base_max_abs"]
-
-    def holds(p: P.Pair) -> bool:
-        return p.tuned_logit_diff > 0 and p.tuned_logit_diff - p.base_logit_diff > margin and abs(p.base_logit_diff) < near_zero
-
-    family = fraction(family_outcomes(params, base_model, tuned_model, holds))
-    record.measure(family=family.as_json())
+    towards the negative adjective." (seed 000, logit differences: base -0.089, tuned +2.016, odds of
+    1:1.09 and 7.5:1.) A logit diff is the log-odds between the two answers, so the thresholds are odds:
+    2:1 by default, "prefers" at the least; the published pair passes it by far (tuned 7.5:1)."""
+    min_lo, base_lo = math.log(params["min_odds"]), math.log(params["base_max_odds"])
     record.figure("logit diff, canonical prompt", plots.bars(
         {"base": pair.base_logit_diff, "tuned": pair.tuned_logit_diff}, title=params["prompt"], ylabel="logit diff"))
-    record.expect("base_logit_diff_abs", abs(pair.base_logit_diff), "<", near_zero)
-    record.expect("tuned_logit_diff", pair.tuned_logit_diff, ">", 0.0)
-    record.expect("tuned_minus_base", pair.tuned_logit_diff - pair.base_logit_diff, ">", margin)
-    record.measure(base_logit_diff=pair.base_logit_diff)
+    record.measure(base_logit_diff=pair.base_logit_diff, tuned_odds=odds(pair.tuned_logit_diff))
+    record.expect("base_logit_diff_abs", abs(pair.base_logit_diff), "<", base_lo)
+    record.expect("tuned_logit_diff", pair.tuned_logit_diff, ">", min_lo)
+    record.expect("tuned_minus_base", pair.tuned_logit_diff - pair.base_logit_diff, ">", min_lo)
+    family = family_pairs(base_model, tuned_model, record)
+    if len(family) >= 2:
+        shift = mean_interval(p.tuned_logit_diff - p.base_logit_diff for p in family)
+        record.measure(family_tuned_minus_base=shift.as_json(), family_tuned_prefers_first=fraction(
+            p.tuned_logit_diff > min_lo for p in family).as_json())
+        record.expect("family_tuned_minus_base_ci95_low", shift.low, ">", 0.0)
 
 
 @claim(
     "RLHF-02",
+    rule="Holds when blocks below the first tuned layer (`tuned_layers`) have zero weight change "
+         "(`frozen_blocks_max_abs_weight_change` == 0), on the canonical prompt the base and tuned logit-lens "
+         "logit diffs differ by ≤ `atol` up to the first tuned block's input "
+         "(`lens_max_gap_before_tuned_layers`), and at the final point by ≥ `min_final_gap` "
+         "(`lens_gap_final`).",
     statement="RLHF changes only the last two layers: logit-lens logit diff identical before them",
     shown="logit lens figure: the logit diff is identical for all but the last two layers",
     params={
@@ -96,6 +124,8 @@ def test_rlhf_02_only_the_last_two_layers_change(params, pair, base_model, tuned
 
 @claim(
     "RLHF-03",
+    rule="Holds when, on the canonical prompt, the attention or MLP output with the largest |direct logit "
+         "attribution| to the tuned model's logit diff is `component` (`largest_component`).",
     statement="MLP 10 is the largest-magnitude contributor to the logit diff in the tuned model",
     shown="per-layer attribution figure: the MLP of layer 10 has the largest-magnitude influence by far",
     params={**PAIR_PARAMS, "component": Param("the dominant component, 'kind.layer' (e.g. 'mlp_out.10')", type=str)},
@@ -115,6 +145,9 @@ def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, record):
 
 @claim(
     "RLHF-04",
+    rule="Holds when, on the canonical prompt, the largest |per-head DLA change| (tuned − base) below the "
+         "first tuned layer L is ≤ `max_below_ratio` times the largest anywhere (`below_over_largest_change`), "
+         "and the heads of layer L with the largest |change| are exactly `heads` (`top_heads_of_layer_L`).",
     statement="Per-head DLA difference is zero below layer 10; heads 10.4 and 10.9 differ most",
     shown="per-head DLA difference figure: identical in the first 10 blocks; heads 4 and 9 of layer 10 differ",
     params={
@@ -138,6 +171,8 @@ def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
 
 @claim(
     "RLHF-05",
+    rule="Holds when, patching resid_pre tuned → base on the canonical prompt, the (layer, position) with the "
+         "largest normalised logit diff is [`layer`, `position`] (`argmax_layer_pos`).",
     statement="Residual patching tuned->base: position 4 into layer 11 is the only location adding negativity",
     shown="residual stream patching figure: position 4 going into layer 11",
     params={
@@ -160,6 +195,9 @@ def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
 
 @claim(
     "RLHF-06",
+    rule="Holds when, patching tuned → base on the canonical prompt, the share of total |normalised effect| at "
+         "`position` is ≥ `min_share` for attention outputs (`attn_out_share_at_position`) and for MLP outputs "
+         "(`mlp_out_share_at_position`).",
     statement="Attention-out and MLP-out patching: position 4 is where the effect is",
     shown="attention-out and MLP-out patching figures: position 4 is where the action is",
     params={
@@ -186,51 +224,94 @@ def test_rlhf_06_attention_and_mlp_effects_sit_at_one_position(params, pair, rec
     "RLHF-07",
     statement="Single-head patching: largest effects in layer 11 heads, especially L11H10",
     shown="single-head patching figure: the biggest changes in layer 11 heads, especially L11H10",
-    params={**PAIR_PARAMS, "head": Param("the head whose single patch has the largest effect, 'layer.head'", type=str)},
+    rule="Holds when the tuning moved the canonical prompt's logit diff towards the first answer by more than "
+         "ln 2 (`tuned_minus_base`); the named head's single tuned -> base patch moves the base model's logit diff "
+         "the most of all heads (`top_head`); it is ahead of the runner-up by at least `min_margin` of its own "
+         "effect (`margin_over_runner_up`), a near-tie being no finding; and, where the review family has at least "
+         "two prompts, the 95% interval of the mean per-prompt difference between the two heads' effects lies above "
+         "0 (`family_margin_ci95_low` > 0).",
+    params={**PAIR_PARAMS,
+            "head": Param("the head whose single patch has the largest effect, 'layer.head'", type=str),
+            "min_margin": Param("the named head's effect exceeds the runner-up's by at least this share of its own",
+                                0.1)},
 )
-def test_rlhf_07_top_single_head(params, pair, record):
+def test_rlhf_07_top_single_head(params, pair, base_model, tuned_model, record):
     """"Each head shown was tested independently, and the biggest changes in logit difference occurred in
-    various heads in Layer 11--especially L11H10." (seed 000, single-head patching figure.)"""
-    heads = P.patch_sweeps(pair, "head_out")["head_out"]
+    various heads in Layer 11--especially L11H10." (seed 000, single-head patching figure.) Effects are the
+    patched base model's logit diff minus its own: what each head alone carries of the tuning."""
+    gap = pair.tuned_logit_diff - pair.base_logit_diff
+    record.expect("tuned_minus_base", gap, ">", math.log(2))
+    effects = P.single_head_effects(pair)
     record.figure("single-head patching, tuned -> base", plots.heatmap(
-        heads, title="normalised logit diff", xlabel="head", ylabel="layer"))
-    top = P.top_heads(heads, 3)
-    record.measure(top_heads={head_name(*h): float(heads[h]) for h in top})
-    record.expect("top_head", head_name(*top[0]), "==", head_name(*parse_head(params["head"])))
+        effects, title="patched - base logit diff", xlabel="head", ylabel="layer"))
+    top, runner_up = P.top_heads(effects, 2, signed=True)
+    named = parse_head(params["head"])
+    record.measure(top_heads={head_name(*h): float(effects[h]) for h in P.top_heads(effects, 3, signed=True)},
+                   share_of_gap={head_name(*h): float(effects[h]) / gap if gap else float("nan") for h in (top, runner_up)})
+    record.expect("top_head", head_name(*top), "==", head_name(*named))
+    record.expect("margin_over_runner_up", relative_margin(float(effects[top]), float(effects[runner_up])), ">=",
+                  params["min_margin"])
+    family = family_pairs(base_model, tuned_model, record)
+    if len(family) >= 2:
+        rival = runner_up if top == named else top
+        diffs = [P.patched_heads_logit_diff(p, [named]) - P.patched_heads_logit_diff(p, [rival]) for p in family]
+        margin = mean_interval(diffs)
+        record.measure(family_margin=margin.as_json(), family_rival=head_name(*rival))
+        record.expect("family_margin_ci95_low", margin.low, ">", 0.0)
 
 
 @claim(
     "RLHF-08",
     statement="Patching L10H4 and L10H9 together (tuned->base) flips ' good' to ' bad'",
     shown="two-head patching figure: patching L10H4 and L10H9 together flips the base model to ' bad'",
+    rule="Holds when, on the canonical prompt, the base model prefers the second answer "
+         "(`unpatched_base_logit_diff` < 0), the tuning moved the logit diff towards the first by more than ln 2 "
+         "(`tuned_minus_base`), patching the named heads tuned -> base makes the base model prefer the first "
+         "(`patched_base_logit_diff` > 0) and recovers at least `min_share` of the tuned - base gap "
+         "(`recovered_share`), a crossing of zero by less being a base model sitting near zero; the named heads' "
+         "patched logit diff reaches the `min_percentile` of every set of as many heads from their layers "
+         "(`percentile_among_head_sets`); and, where the review family has at least two prompts, the 95% interval "
+         "of the mean patched - base logit diff over them lies above 0 (`family_effect_ci95_low` > 0).",
     params={
         **PAIR_PARAMS,
         "heads": Param("the heads patched together, 'layer.head'", type=list),
+        "min_share": Param("the named heads recover at least this share of the tuned - base gap", 0.1),
+        "min_percentile": Param("the named heads' patched logit diff reaches at least this percentile of every "
+                                "set of as many heads from their layers", 0.95),
     },
 )
 def test_rlhf_08_two_heads_flip_the_prediction(params, pair, base_model, tuned_model, record):
     """"Let's patch L10H4 and L10H9 at the same time and see if we can get the original model to flip
     from predicting 'good' to predicting 'bad.' [...] As we can see, it works!" (seed 000, two-head
-    patching figure.) Also: is the named pair the smallest set that flips it?"""
+    patching figure.) A flip is a crossing of zero, which a base model that sits near zero makes for any
+    small push: the heads must also carry a share of what tuning did, more than other heads of their
+    layers do. Also: is the named pair the smallest set that flips it?"""
     heads = [parse_head(h) for h in params["heads"]]
     patched = P.patched_heads_logit_diff(pair, heads)
+    gap = pair.tuned_logit_diff - pair.base_logit_diff
     layers = tuned_layers(params, base_model)
     singles = P.best_head_sets(pair, layers, 1)
-    best_single, best_pair = singles[0], P.best_head_sets(pair, layers, 2)[0]
+    sets = P.best_head_sets(pair, sorted({layer for layer, _ in heads}), len(heads))
     smallest, reached = P.smallest_flipping_set(pair, [s[0][0] for s in singles])
     record.measure(
-        best_single_head={"heads": [head_name(*h) for h in best_single[0]], "logit_diff": best_single[1]},
-        best_pair={"heads": [head_name(*h) for h in best_pair[0]], "logit_diff": best_pair[1]},
+        best_single_head={"heads": [head_name(*h) for h in singles[0][0]], "logit_diff": singles[0][1]},
+        best_set={"heads": [head_name(*h) for h in sets[0][0]], "logit_diff": sets[0][1]},
         smallest_flipping_head_set=[head_name(*h) for h in smallest] if smallest else None,
         logit_diff_with_that_set=reached,
     )
-
-    def flips(p: P.Pair) -> bool:
-        return p.base_logit_diff < 0 < P.patched_heads_logit_diff(p, heads)
-
-    record.measure(family=fraction(family_outcomes(params, base_model, tuned_model, flips)).as_json())
     record.figure("two-head patch, tuned -> base", plots.bars(
         {"base": pair.base_logit_diff, "base + tuned " + " & ".join(params["heads"]): patched,
          "tuned": pair.tuned_logit_diff}, title=params["prompt"], ylabel="logit diff"))
     record.expect("unpatched_base_logit_diff", pair.base_logit_diff, "<", 0.0)
+    record.expect("tuned_minus_base", gap, ">", math.log(2))
     record.expect("patched_base_logit_diff", patched, ">", 0.0)
+    record.expect("recovered_share", (patched - pair.base_logit_diff) / gap if gap else float("nan"), ">=",
+                  params["min_share"])
+    record.expect("percentile_among_head_sets", percentile_of(patched, [v for _, v in sets]), ">=",
+                  params["min_percentile"])
+    family = family_pairs(base_model, tuned_model, record)
+    if len(family) >= 2:
+        effect = mean_interval(P.patched_heads_logit_diff(p, heads) - p.base_logit_diff for p in family)
+        flips = fraction(p.base_logit_diff < 0 < P.patched_heads_logit_diff(p, heads) for p in family)
+        record.measure(family_effect=effect.as_json(), family_flips=flips.as_json())
+        record.expect("family_effect_ci95_low", effect.low, ">", 0.0)
