@@ -327,7 +327,9 @@ def load_model(
         raise CheckpointError(f"device {device!r} was asked for but no CUDA device is available; use --device cpu")
     hf_model = None
     if ckpt.weights_format == TRANSFORMER_LENS:
-        hf_model = tl_format.load_gpt2(ckpt.path, json.loads((ckpt.path / "config.json").read_text()), device, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path))
+        hf_model = tl_format.load_gpt2(ckpt.path, json.loads((ckpt.path / "config.json").read_text()), device, dtype,
+                                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     elif ckpt.weights_format == PICKLE_FULL:  # allowed by the caller: transformers reads .bin weights-only
         from transformers import AutoConfig
 
@@ -347,7 +349,7 @@ def load_model(
             else:
                 tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path))
                 bridge = TransformerBridge.boot_transformers(str(ckpt.path), hf_model=hf_model, tokenizer=tokenizer,
-                                                             dtype=dtype)
+                                                             device=device, dtype=dtype)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise CheckpointError(f"{ckpt.path} could not be loaded: {type(e).__name__}: {e}") from None
     tok = bridge.tokenizer

@@ -42,12 +42,16 @@ def weights_file(path: Path) -> Path:
     return files[0]
 
 
-def gpt2_config(cfg: dict):
+def normalization(cfg: dict) -> str:
+    return cfg.get("normalization_type", cfg.get("normalization", "LN"))
+
+
+def gpt2_config(cfg: dict, bos_token_id: int | None = None, eos_token_id: int | None = None):
     """The GPT2Config of the same architecture; CheckpointError for what GPT-2 cannot express."""
     from transformers import GPT2Config
 
     missing = [k for k in REQUIRED if k not in cfg]
-    norm = cfg.get("normalization_type", cfg.get("normalization", "LN"))
+    norm = normalization(cfg)
     problems = [f"config.json lacks {', '.join(missing)}"] if missing else []
     if not missing:
         if cfg["n_heads"] * cfg["d_head"] != cfg["d_model"]:
@@ -58,7 +62,7 @@ def gpt2_config(cfg: dict):
         problems.append(f"normalization {norm!r} is not LayerNorm")
     if cfg.get("shortformer_pos") or cfg.get("positional_embedding_type", "standard") != "standard":
         problems.append("positional embeddings are not the standard learned ones")
-    for flag in ("final_rms", "parallel_attn_mlp", "gated_mlp"):
+    for flag in ("final_rms", "parallel_attn_mlp", "gated_mlp", "scale_attn_by_inverse_layer_idx"):
         if cfg.get(flag):
             problems.append(f"{flag} is set")
     if cfg.get("use_attn_scale", True) is False or ("attn_scale" in cfg and cfg["attn_scale"] != cfg.get("d_head", 0) ** 0.5):
@@ -70,16 +74,18 @@ def gpt2_config(cfg: dict):
         n_head=cfg["n_heads"], n_inner=cfg.get("d_mlp") or 4 * cfg["d_model"],
         activation_function=ACTIVATIONS[cfg["act_fn"]], layer_norm_epsilon=cfg.get("eps", 1e-5),
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
-        architectures=["GPT2LMHeadModel"],
+        architectures=["GPT2LMHeadModel"], bos_token_id=bos_token_id, eos_token_id=eos_token_id,
     )
 
 
 def gpt2_state_dict(sd: dict[str, Tensor], cfg: dict) -> dict[str, Tensor]:
     """A HookedTransformer state dict rearranged into GPT2LMHeadModel's. An attention-only model gets MLPs
-    whose weights are zero (they add exactly nothing); LNPre gets LayerNorm weights of one and biases of zero."""
+    whose weights are zero (they add exactly nothing); LNPre (LayerNorm without weights) gets weights of
+    one and biases of zero. Every tensor the architecture reads must be there, and nothing else."""
     d_model, d_mlp = cfg["d_model"], cfg.get("d_mlp") or 4 * cfg["d_model"]
     sd = {k: v for k, v in sd.items() if not k.endswith(BUFFERS)}
     used: set[str] = set()
+    ln_pre = normalization(cfg) == "LNPre"
 
     def take(key: str, default: Tensor | None = None) -> Tensor:
         if key not in sd:
@@ -89,26 +95,28 @@ def gpt2_state_dict(sd: dict[str, Tensor], cfg: dict) -> dict[str, Tensor]:
         used.add(key)
         return sd[key].detach().to(torch.float32)
 
-    ones, zeros = torch.ones(d_model), torch.zeros(d_model)
+    def layer_norm(name: str) -> tuple[Tensor, Tensor]:
+        """LayerNorm weight and bias: LNPre has none (a LayerNorm weight in its state dict is refused as unused)."""
+        return (torch.ones(d_model), torch.zeros(d_model)) if ln_pre else (take(f"{name}.w"), take(f"{name}.b"))
+
     out = {"transformer.wte.weight": take("embed.W_E"), "transformer.wpe.weight": take("pos_embed.W_pos")}
     for layer in range(cfg["n_layers"]):
         tl, hf = f"blocks.{layer}", f"transformer.h.{layer}"
-        for ln, name in (("ln1", "ln_1"), ("ln2", "ln_2")):
-            out[f"{hf}.{name}.weight"] = take(f"{tl}.{ln}.w", ones)
-            out[f"{hf}.{name}.bias"] = take(f"{tl}.{ln}.b", zeros)
+        attn_only = cfg.get("attn_only", False)
+        out[f"{hf}.ln_1.weight"], out[f"{hf}.ln_1.bias"] = layer_norm(f"{tl}.ln1")
+        out[f"{hf}.ln_2.weight"], out[f"{hf}.ln_2.bias"] = (  # an attention-only block has no MLP to normalise for
+            (torch.ones(d_model), torch.zeros(d_model)) if attn_only else layer_norm(f"{tl}.ln2"))
         w_qkv = [einops.rearrange(take(f"{tl}.attn.W_{x}"), "head d_model d_head -> d_model (head d_head)") for x in "QKV"]
         b_qkv = [take(f"{tl}.attn.b_{x}").flatten() for x in "QKV"]
         out[f"{hf}.attn.c_attn.weight"] = torch.cat(w_qkv, dim=1)
         out[f"{hf}.attn.c_attn.bias"] = torch.cat(b_qkv)
         out[f"{hf}.attn.c_proj.weight"] = einops.rearrange(take(f"{tl}.attn.W_O"), "head d_head d_model -> (head d_head) d_model")
         out[f"{hf}.attn.c_proj.bias"] = take(f"{tl}.attn.b_O")
-        attn_only = cfg.get("attn_only", False)
         out[f"{hf}.mlp.c_fc.weight"] = torch.zeros(d_model, d_mlp) if attn_only else take(f"{tl}.mlp.W_in")
         out[f"{hf}.mlp.c_fc.bias"] = torch.zeros(d_mlp) if attn_only else take(f"{tl}.mlp.b_in")
         out[f"{hf}.mlp.c_proj.weight"] = torch.zeros(d_mlp, d_model) if attn_only else take(f"{tl}.mlp.W_out")
-        out[f"{hf}.mlp.c_proj.bias"] = zeros.clone() if attn_only else take(f"{tl}.mlp.b_out")
-    out["transformer.ln_f.weight"] = take("ln_final.w", ones)
-    out["transformer.ln_f.bias"] = take("ln_final.b", zeros)
+        out[f"{hf}.mlp.c_proj.bias"] = torch.zeros(d_model) if attn_only else take(f"{tl}.mlp.b_out")
+    out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = layer_norm("ln_final")
     out["lm_head.weight"] = take("unembed.W_U").T.contiguous()
     b_u = take("unembed.b_U", torch.zeros(cfg["d_vocab"]))
     if b_u.abs().max() > 0:
@@ -122,8 +130,10 @@ def gpt2_state_dict(sd: dict[str, Tensor], cfg: dict) -> dict[str, Tensor]:
     return out
 
 
-def load_gpt2(path: Path, cfg: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """The GPT2LMHeadModel equivalent to the TransformerLens checkpoint in `path` (config `cfg`)."""
+def load_gpt2(path: Path, cfg: dict, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+              bos_token_id: int | None = None, eos_token_id: int | None = None):
+    """The GPT2LMHeadModel equivalent to the TransformerLens checkpoint in `path` (config `cfg`); the
+    special-token ids are its tokenizer's."""
     from transformers import GPT2LMHeadModel
 
     file = weights_file(path)
@@ -134,7 +144,7 @@ def load_gpt2(path: Path, cfg: dict, device: str | torch.device = "cpu", dtype: 
                               f"{str(e).splitlines()[0] if str(e) else ''}") from None
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise CheckpointError(f"{file} is not a state dict (a dict of tensors)")
-    hf_cfg = gpt2_config(cfg)
+    hf_cfg = gpt2_config(cfg, bos_token_id, eos_token_id)
     weights = gpt2_state_dict(sd, cfg)
     with torch.device("meta"):
         model = GPT2LMHeadModel(hf_cfg)

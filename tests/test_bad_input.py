@@ -328,3 +328,18 @@ def test_an_interrupted_run_leaves_the_previous_report_whole(pytester, tmp_path,
     assert json.loads((out / "claims.json").read_text())["provenance"] == {"run": "previous"}
     result.stdout.fnmatch_lines(["*run interrupted: the claim report was not written; the previous one is whole*"])
     shutil.rmtree(out)
+
+
+def test_a_subject_family_replaces_the_built_in_one_and_an_unusable_one_is_said(claims):
+    rows = '[{ prompt = "This movie was really", answers = [" bad", " good"] }, { prompt = "The film was quite", answers = [" bad", " good"] }]'
+    result, out = claims(pair_file(extra=f"family = {rows}"), *PAIR)
+    assert result.ret == 0
+    (row,) = json.loads((out / "claims.json").read_text())["results"]
+    assert row["measured"]["family"] == {"source": "the subject's", "prompts": 2, "left_out": 0, "left_out_because": {}}
+    assert "family_tuned_minus_base_ci95_low" in row["checks"]
+    unusable = '{ templates = ["This Zanzibar was really"], answers = [[" bad", " good"]] }'
+    result, out = claims(pair_file(extra=f"family = {unusable}"), *PAIR)
+    assert result.ret == 0  # the canonical prompt's checks stand alone
+    (row,) = json.loads((out / "claims.json").read_text())["results"]
+    assert row["measured"]["family_checks"].startswith("not run: 0 of 1 prompts of the subject's review family")
+    assert "family_tuned_minus_base_ci95_low" not in row["checks"] and row["verdict"] == "holds"

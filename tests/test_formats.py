@@ -113,16 +113,19 @@ def random_tl_state_dict(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     def r(*shape: int, scale: float = 0.2) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * scale
 
-    sd = {"embed.W_E": r(v, d), "pos_embed.W_pos": r(cfg["n_ctx"], d), "ln_final.w": 1 + r(d), "ln_final.b": r(d),
-          "unembed.W_U": r(d, v), "unembed.b_U": torch.zeros(v)}
+    ln = cfg["normalization"] == "LN"
+    sd = {"embed.W_E": r(v, d), "pos_embed.W_pos": r(cfg["n_ctx"], d), "unembed.W_U": r(d, v), "unembed.b_U": torch.zeros(v)}
+    sd |= {"ln_final.w": 1 + r(d), "ln_final.b": r(d)} if ln else {}
     for layer in range(cfg["n_layers"]):
         b = f"blocks.{layer}"
-        sd |= {f"{b}.ln1.w": 1 + r(d), f"{b}.ln1.b": r(d), f"{b}.ln2.w": 1 + r(d), f"{b}.ln2.b": r(d),
-               f"{b}.attn.W_Q": r(h, d, dh), f"{b}.attn.W_K": r(h, d, dh), f"{b}.attn.W_V": r(h, d, dh),
+        sd |= {f"{b}.attn.W_Q": r(h, d, dh), f"{b}.attn.W_K": r(h, d, dh), f"{b}.attn.W_V": r(h, d, dh),
                f"{b}.attn.b_Q": r(h, dh), f"{b}.attn.b_K": r(h, dh), f"{b}.attn.b_V": r(h, dh),
-               f"{b}.attn.W_O": r(h, dh, d), f"{b}.attn.b_O": r(d), f"{b}.mlp.W_in": r(d, dm), f"{b}.mlp.b_in": r(dm),
-               f"{b}.mlp.W_out": r(dm, d), f"{b}.mlp.b_out": r(d),
+               f"{b}.attn.W_O": r(h, dh, d), f"{b}.attn.b_O": r(d),
                f"{b}.attn.mask": torch.tril(torch.ones(cfg["n_ctx"], cfg["n_ctx"])).bool(), f"{b}.attn.IGNORE": torch.tensor(-1e5)}
+        sd |= {f"{b}.ln1.w": 1 + r(d), f"{b}.ln1.b": r(d)} if ln else {}
+        if not cfg["attn_only"]:
+            sd |= {f"{b}.mlp.W_in": r(d, dm), f"{b}.mlp.b_in": r(dm), f"{b}.mlp.W_out": r(dm, d), f"{b}.mlp.b_out": r(d)}
+            sd |= {f"{b}.ln2.w": 1 + r(d), f"{b}.ln2.b": r(d)} if ln else {}
     return sd
 
 
@@ -182,8 +185,10 @@ def tl_native_bridge(sd: dict, cfg: dict, tokenizer):
     return bridge.eval()
 
 
-def test_a_transformer_lens_checkpoint_reads_as_transformer_lens_reads_it(gpt2_dir, tmp_path):
-    cfg = tl_config()
+@pytest.mark.parametrize("variant", [{}, {"act_fn": "gelu_new"}, {"normalization": "LNPre"}, {"attn_only": True}],
+                         ids=["gelu-LN", "gelu_new", "LNPre", "attn-only"])
+def test_a_transformer_lens_checkpoint_reads_as_transformer_lens_reads_it(gpt2_dir, tmp_path, variant):
+    cfg = {**tl_config(), **variant}
     sd = random_tl_state_dict(cfg)
     path = write_tl_checkpoint(tmp_path / "tl", sd, cfg, gpt2_dir)
     model = load_model(path, prepend_bos=False)
@@ -219,6 +224,7 @@ def test_a_transformer_lens_architecture_gpt2_cannot_express_is_one_line(gpt2_di
 
 @pytest.mark.parametrize("edit, message", [
     ("drop", "has no 'blocks.1.mlp.W_out'"),
+    ("drop_ln", "has no 'blocks.0.ln1.w'"),
     ("unembed_bias", "non-zero unembedding bias"),
     ("extra", "holds blocks.9.attn.W_Q that this architecture has no place for"),
     ("shape", "wrong shape"),
@@ -228,6 +234,8 @@ def test_a_transformer_lens_state_dict_that_does_not_fit_is_one_line(gpt2_dir, t
     sd = random_tl_state_dict(cfg)
     if edit == "drop":
         del sd["blocks.1.mlp.W_out"]
+    elif edit == "drop_ln":
+        del sd["blocks.0.ln1.w"]
     elif edit == "unembed_bias":
         sd["unembed.b_U"] = torch.ones(cfg["d_vocab"])
     elif edit == "extra":

@@ -61,3 +61,32 @@ def test_tokens_pass_through(model):
 def test_a_prompt_longer_than_the_context_is_refused_not_cut(model):
     with pytest.raises(PromptError, match="longer than the model's context"):
         to_tokens(model, "Her name was Alex Hart . " * 40)
+
+
+@pytest.fixture(scope="module")
+def review_lm():
+    from lib.loading import load_model
+
+    return load_model("zoo:review-lm")
+
+
+def test_the_built_in_review_family_says_what_it_left_out_and_why(review_lm):
+    from fixtures.prompts import ADJECTIVE_PAIRS, REVIEW_TEMPLATES, review_family
+
+    family = review_family(review_lm)
+    assert family.source == "built-in" and len(family.members) >= 2
+    assert len(family.members) + sum(family.left_out.values()) == len(REVIEW_TEMPLATES) * len(ADJECTIVE_PAIRS)
+    assert set(family.left_out) <= {"an answer is not one token", "a word of the prompt is not in the vocabulary"}
+
+
+def test_a_subject_family_as_templates_or_rows(review_lm):
+    from fixtures.prompts import review_family
+
+    table = review_family(review_lm, {"templates": ["This movie was really", "The film was quite"],
+                                      "answers": [[" bad", " good"], [" bad", " Zanzibar"]]})
+    assert [(m.prompt, m.answers) for m in table.members] == [("This movie was really", (" bad", " good")),
+                                                             ("The film was quite", (" bad", " good"))]
+    assert table.left_out == {"an answer is not one token": 2} and table.source == "the subject's"
+    rows = review_family(review_lm, [{"prompt": "This movie was really", "answers": [" bad", " good"]},
+                                     {"prompt": "This Zanzibar was really", "answers": [" bad", " good"]}])
+    assert len(rows.members) == 1 and rows.left_out == {"a word of the prompt is not in the vocabulary": 1}

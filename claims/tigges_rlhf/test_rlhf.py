@@ -21,6 +21,9 @@ PAIR_PARAMS = {
     "prompt": Param("the canonical prompt", type=str),
     "answers": Param("the two answers; logit diff = logit(first) - logit(second)", type=list),
     "tuned_layers": Param("the blocks the tuning changed (default: the last two)", None, type=list),
+    "family": Param("prompts beyond the canonical one: {templates = [...], answers = [[first, second], ...]} "
+                    "(every template with every pair), or a list of {prompt, answers} rows; default: the built-in "
+                    "review family", None, type=(dict, list)),
 }
 
 
@@ -34,17 +37,17 @@ def tuned_layers(params, model) -> list[int]:
     return [model.cfg.n_layers - 2, model.cfg.n_layers - 1] if layers is None else layers
 
 
-def family_pairs(base_model, tuned_model, record) -> list[P.Pair]:
-    """Both models on every member of the review prompt family that the subject's tokenizer takes as it is.
-    The record says how many members ran and how many were left out; with none, that the family checks
-    were not run and why (the canonical prompt's checks stand alone)."""
-    family, left_out = review_family(base_model)
-    record.measure(family_prompts=len(family), family_left_out=left_out)
-    if len(family) < 2:
-        record.measure(family_checks=f"not run: {len(family)} of {len(family) + left_out} review prompts fit this "
-                                     f"tokenizer (each answer one token, every word known); the family's templates and "
-                                     f"answers are GPT-2-style words with a leading space")
-    return [P.run_pair(base_model, tuned_model, m.prompt, m.answers) for m in family]
+def family_pairs(params, base_model, tuned_model, record) -> list[P.Pair]:
+    """Both models on every member of the review family (the subject's `family`, else the built-in one) that
+    the tokenizer takes. The record says how many members ran and how many were left out, and why; with
+    fewer than two, that the family checks were not run (the canonical prompt's checks stand alone)."""
+    family = review_family(base_model, params.get("family"))
+    record.measure(family=family.as_json())
+    if len(family.members) < 2:
+        record.measure(family_checks=f"not run: {len(family.members)} of {len(family.members) + sum(family.left_out.values())} "
+                                     f"prompts of {family.source} review family fit this tokenizer; give the subject a "
+                                     f"`family` of prompts and answer pairs in its own vocabulary")
+    return [P.run_pair(base_model, tuned_model, m.prompt, m.answers) for m in family.members]
 
 
 def odds(logit_diff: float) -> float:
@@ -81,7 +84,7 @@ def test_rlhf_01_tuned_model_prefers_bad(params, pair, base_model, tuned_model, 
     record.expect("base_logit_diff_abs", abs(pair.base_logit_diff), "<", base_lo)
     record.expect("tuned_logit_diff", pair.tuned_logit_diff, ">", min_lo)
     record.expect("tuned_minus_base", pair.tuned_logit_diff - pair.base_logit_diff, ">", min_lo)
-    family = family_pairs(base_model, tuned_model, record)
+    family = family_pairs(params, base_model, tuned_model, record)
     if len(family) >= 2:
         shift = mean_interval(p.tuned_logit_diff - p.base_logit_diff for p in family)
         record.measure(family_tuned_minus_base=shift.as_json(), family_tuned_prefers_first=fraction(
@@ -251,7 +254,7 @@ def test_rlhf_07_top_single_head(params, pair, base_model, tuned_model, record):
     record.expect("top_head", head_name(*top), "==", head_name(*named))
     record.expect("margin_over_runner_up", relative_margin(float(effects[top]), float(effects[runner_up])), ">=",
                   params["min_margin"])
-    family = family_pairs(base_model, tuned_model, record)
+    family = family_pairs(params, base_model, tuned_model, record)
     if len(family) >= 2:
         rival = runner_up if top == named else top
         diffs = [P.patched_heads_logit_diff(p, [named]) - P.patched_heads_logit_diff(p, [rival]) for p in family]
@@ -309,7 +312,7 @@ def test_rlhf_08_two_heads_flip_the_prediction(params, pair, base_model, tuned_m
                   params["min_share"])
     record.expect("percentile_among_head_sets", percentile_of(patched, [v for _, v in sets]), ">=",
                   params["min_percentile"])
-    family = family_pairs(base_model, tuned_model, record)
+    family = family_pairs(params, base_model, tuned_model, record)
     if len(family) >= 2:
         effect = mean_interval(P.patched_heads_logit_diff(p, heads) - p.base_logit_diff for p in family)
         flips = fraction(p.base_logit_diff < 0 < P.patched_heads_logit_diff(p, heads) for p in family)
