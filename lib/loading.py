@@ -179,11 +179,11 @@ def _validated(ref: str, path: Path, source: str, allow_pickle: bool) -> Checkpo
         cfg = json.loads(config.read_text())
     except ValueError as e:
         raise CheckpointError(f"{config} is not valid JSON ({e}); re-save the model with save_pretrained") from None
-    weights, weights_format = _safetensors_files(path), SAFETENSORS
+    weights, weights_format = _weight_files(path, "model.safetensors"), SAFETENSORS
     if isinstance(cfg, dict) and tl_format.is_tl_config(cfg):
         weights, weights_format = [tl_format.weights_file(path)], TRANSFORMER_LENS
     elif not weights:
-        weights = _pickle_files(path)
+        weights = _weight_files(path, "pytorch_model.bin")
         if not weights:
             raise CheckpointError(
                 f"{path} holds no weights (no model.safetensors, no sharded safetensors index, no "
@@ -215,28 +215,11 @@ def _validated(ref: str, path: Path, source: str, allow_pickle: bool) -> Checkpo
     return Checkpoint(ref=ref, path=path, source=source, weight_files=weights, weights_format=weights_format)
 
 
-def _safetensors_files(path: Path) -> list[Path]:
-    single = path / "model.safetensors"
-    if single.exists():
-        return [single]
-    index = path / "model.safetensors.index.json"
-    if not index.exists():
-        return []
-    try:
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{index} is not a valid safetensors index ({e!r}); re-save the model") from None
-    missing = [s for s in shards if not (path / s).exists()]
-    if missing:
-        raise CheckpointError(f"{index} names shards that are missing: {', '.join(missing)}")
-    return [path / s for s in shards]
-
-
-def _pickle_files(path: Path) -> list[Path]:
-    """`pytorch_model.bin`, or the shards its index names."""
-    if (path / "pytorch_model.bin").exists():
-        return [path / "pytorch_model.bin"]
-    index = path / "pytorch_model.bin.index.json"
+def _weight_files(path: Path, single: str) -> list[Path]:
+    """`single` (model.safetensors, pytorch_model.bin), or the shards its index (`single`.index.json) names."""
+    if (path / single).exists():
+        return [path / single]
+    index = path / f"{single}.index.json"
     if not index.exists():
         return []
     try:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from claims.induction_tutorial import induction as I
 from fixtures.catalogue import Param, claim
 from lib.causal import leftward_leak
-from lib.stats import fraction
+from lib.stats import fraction, relative_margin
 
 PROMPT = {"prompt": Param("the canonical prompt (the repeated first name last)", type=str)}
 TASK_PARAMS = {
@@ -183,9 +183,9 @@ def test_ind_05_two_layer_information_flow(subject, params, model, record):
 @claim(
     "IND-06",
     rule="Holds when, patching each head's output at all positions from the last-name corruption on the "
-         "canonical prompt, the head with the largest |change in logit diff| is `induction_head` (`top_head`) "
-         "and none of the next `n_next` heads lies outside `supporting_heads` (`next_heads_outside_supporting` "
-         "is empty).",
+         "canonical prompt, the head with the largest |change in logit diff| is `induction_head` (`top_head`), "
+         "ahead of the second by at least `min_margin` of its own |change| (`margin_over_runner_up`), and none "
+         "of the next `n_next` heads lies outside `supporting_heads` (`next_heads_outside_supporting` is empty).",
     statement="Head 1.6 matters most (0.1, 0.2, 1.1 less) for predicting the last name",
     shown="Method 2, head patching from the Carroll run and the head-by-position figures: 1.6 most, then "
           "0.1, 0.2 and 1.1",
@@ -195,6 +195,7 @@ def test_ind_05_two_layer_information_flow(subject, params, model, record):
         **INDUCTION_HEAD,
         "supporting_heads": Param("the heads allowed next after the induction head, 'layer.head'", type=list),
         "n_next": Param("how many heads after the top one must be supporting heads", 2),
+        "min_margin": Param("the top head's |change| exceeds the second's by at least this share of its own", 0.1),
     },
 )
 def test_ind_06_induction_head_matters_most(subject, params, model, record):
@@ -216,6 +217,8 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
     record.measure(clean_logit_diff=hp.clean, corrupted_logit_diff=hp.corrupted, heads_by_effect=ranked[:6],
                    next_heads=nxt, family_top_head=on_family.as_json())
     record.expect("top_head", ranked[0], "==", params["induction_head"])
+    first, second = hp.effect.abs().flatten().sort(descending=True).values[:2].tolist()
+    record.expect("margin_over_runner_up", relative_margin(first, second), ">=", params["min_margin"])
     record.expect("next_heads_outside_supporting", [h for h in nxt if h not in params["supporting_heads"]], "==", [])
 
 

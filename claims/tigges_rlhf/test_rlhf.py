@@ -128,22 +128,37 @@ def test_rlhf_02_only_the_last_two_layers_change(params, pair, base_model, tuned
 @claim(
     "RLHF-03",
     rule="Holds when, on the canonical prompt, the attention or MLP output with the largest |direct logit "
-         "attribution| to the tuned model's logit diff is `component` (`largest_component`).",
+         "attribution| to the tuned model's logit diff is `component` (`largest_component`), ahead of the runner-up "
+         "by at least `min_margin` of its own |attribution| (`margin_over_runner_up`); and, where the review family "
+         "has at least two prompts, the 95% interval of the mean per-prompt difference of the two components' "
+         "|attribution| lies above 0 (`family_margin_ci95_low` > 0).",
     statement="MLP 10 is the largest-magnitude contributor to the logit diff in the tuned model",
     shown="per-layer attribution figure: the MLP of layer 10 has the largest-magnitude influence by far",
-    params={**PAIR_PARAMS, "component": Param("the dominant component, 'kind.layer' (e.g. 'mlp_out.10')", type=str)},
+    params={**PAIR_PARAMS,
+            "component": Param("the dominant component, 'kind.layer' (e.g. 'mlp_out.10')", type=str),
+            "min_margin": Param("its |attribution| exceeds the runner-up's by at least this share of its own", 0.1)},
 )
-def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, record):
+def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, base_model, tuned_model, record):
     """"The largest-magnitude influence by far on the logit difference occurs in the MLP of Layer 10."
     (seed 000, per-layer attribution figure.)"""
     tuned = P.layer_attributions(pair.tuned, pair.tuned_cache, pair.answers)
     base = P.layer_attributions(pair.base, pair.base_cache, pair.answers)
     ranked = sorted(tuned, key=lambda k: abs(tuned[k]), reverse=True)
+    named = P.parse_component(params["component"])
     record.figure("per-layer attribution", plots.bars(
         {"base": list(base.values()), "tuned": list(tuned.values())}, title="direct logit attribution",
         ylabel="logit diff", labels=list(tuned)))
     record.measure(top_components={k: tuned[k] for k in ranked[:3]})
-    record.expect("largest_component", ranked[0], "==", P.parse_component(params["component"]))
+    record.expect("largest_component", ranked[0], "==", named)
+    record.expect("margin_over_runner_up", relative_margin(abs(tuned[ranked[0]]), abs(tuned[ranked[1]])), ">=",
+                  params["min_margin"])
+    family = family_pairs(params, base_model, tuned_model, record)
+    if len(family) >= 2:
+        rival = ranked[1] if ranked[0] == named else ranked[0]
+        per_prompt = [P.layer_attributions(p.tuned, p.tuned_cache, p.answers) for p in family]
+        margin = mean_interval(abs(a[named]) - abs(a[rival]) for a in per_prompt)
+        record.measure(family_margin=margin.as_json(), family_rival=rival)
+        record.expect("family_margin_ci95_low", margin.low, ">", 0.0)
 
 
 @claim(
@@ -175,13 +190,15 @@ def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
 @claim(
     "RLHF-05",
     rule="Holds when, patching resid_pre tuned → base on the canonical prompt, the (layer, position) with the "
-         "largest normalised logit diff is [`layer`, `position`] (`argmax_layer_pos`).",
+         "largest normalised logit diff is [`layer`, `position`] (`argmax_layer_pos`), ahead of the next location "
+         "by at least `min_margin` of its own effect (`margin_over_runner_up`).",
     statement="Residual patching tuned->base: position 4 into layer 11 is the only location adding negativity",
     shown="residual stream patching figure: position 4 going into layer 11",
     params={
         **PAIR_PARAMS,
         "layer": Param("the layer whose resid_pre patch has the largest effect", type=int),
         "position": Param("the position of that patch (an index counting BOS, or the token there)", type=(int, str)),
+        "min_margin": Param("its effect exceeds the next location's by at least this share of its own", 0.1),
     },
 )
 def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
@@ -192,8 +209,13 @@ def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
     record.figure("resid_pre patching, tuned -> base", plots.heatmap(
         resid, title="normalised logit diff", xlabel="position", ylabel="layer", xticks=tokens))
     layer, pos = P.argmax2d(resid)
-    record.measure(max_effect=float(resid.max()))
+    others = resid.clone()
+    others[layer, pos] = float("-inf")
+    second = P.argmax2d(others)
+    record.measure(max_effect=float(resid.max()), runner_up={"layer_pos": list(second), "effect": float(resid[second])})
     record.expect("argmax_layer_pos", [layer, pos], "==", [params["layer"], params["position"]])
+    record.expect("margin_over_runner_up", relative_margin(float(resid[layer, pos]), float(resid[second])), ">=",
+                  params["min_margin"])
 
 
 @claim(
