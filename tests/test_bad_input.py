@@ -343,3 +343,14 @@ def test_a_subject_family_replaces_the_built_in_one_and_an_unusable_one_is_said(
     (row,) = json.loads((out / "claims.json").read_text())["results"]
     assert row["measured"]["family_checks"].startswith("not run: 0 of 1 prompts of the subject's review family")
     assert "family_tuned_minus_base_ci95_low" not in row["checks"] and row["verdict"] == "holds"
+
+
+def test_names_a_vocabulary_lacks_leave_the_family_out_not_the_claim(claims):
+    extra = ('supporting_heads = ["0.0", "0.2", "0.5", "1.3", "1.4", "1.5", "1.6", "1.7"]\ninduction_head = "1.0"\n'
+             'positions = { first_name = 4, last_name = 5, final = 11 }\n'
+             'family_names = { first = ["Zanzibar", "Alex"], last = ["Qwerty"] }')
+    result, out = claims(names_file(claim="IND-06", extra=extra), *NAMES_MODEL)
+    assert result.ret == 0, result.stdout.str()[-1500:]
+    (row,) = json.loads((out / "claims.json").read_text())["results"]
+    assert row["verdict"] == "holds" and "family_top_head" not in row["measured"]
+    assert row["measured"]["family_checks"].startswith("not run: 1 first and 0 last names of the subject's `family_names`")

@@ -352,17 +352,37 @@ def name_template(prompt: str, first: str, last: str) -> str:
     return prompt.replace(first, "{first}").replace(last, "{last}")
 
 
+class NoFamily(PromptError):
+    """The model's vocabulary holds too few of the family's names to build it."""
+
+
+def family_names(model, spec: Mapping | None) -> tuple[list[str], list[str]]:
+    """The first and last names that are single tokens for this model: the subject's (`spec`, `{first = [...],
+    last = [...]}`), else the built-in English names as written or, for a vocabulary without capitals,
+    lowercased."""
+    if spec is not None:
+        return single_token_names(model, spec["first"]), single_token_names(model, spec["last"])
+    written = single_token_names(model, FIRST_NAMES), single_token_names(model, LAST_NAMES)
+    if len(written[0]) >= 2 and len(written[1]) >= 3:
+        return written
+    return (single_token_names(model, [n.lower() for n in FIRST_NAMES]),
+            single_token_names(model, [n.lower() for n in LAST_NAMES]))
+
+
 def name_family(model, params: Mapping, n: int, seed: int = 0) -> Family:
     """`n` variants of the canonical prompt with other (first, last) names, each with its last-name
-    corruption (another last name): distinct pairs drawn from the names that are single tokens."""
+    corruption (another last name): distinct pairs drawn from the names that are single tokens. NoFamily
+    where fewer than 2 first and 3 last names are."""
     pos = params["positions"]
     toks = [s.strip() for s in str_tokens(model, to_tokens(model, params["prompt"])[0])]
     first, last = toks[pos["first_name"]], toks[pos["last_name"]]
     template = params.get("family_template") or name_template(params["prompt"], first, last)
-    firsts = single_token_names(model, FIRST_NAMES)
-    lasts = single_token_names(model, LAST_NAMES)
+    firsts, lasts = family_names(model, params.get("family_names"))
     if len(firsts) < 2 or len(lasts) < 3:
-        raise PromptError(f"too few single-token names for this model ({len(firsts)} first, {len(lasts)} last)")
+        whose = "the subject's `family_names`" if params.get("family_names") else "the built-in English names"
+        raise NoFamily(f"{len(firsts)} first and {len(lasts)} last names of {whose} are single tokens for this model "
+                       f"(2 and 3 at the least); give the subject `family_names = {{ first = [...], last = [...] }}` "
+                       f"in its own vocabulary")
     rng = random.Random(seed)
     seen, names = set(), []
     while len(names) < min(n, len(firsts) * len(lasts)):

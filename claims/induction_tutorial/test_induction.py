@@ -25,7 +25,19 @@ FAMILY_PARAMS = {
     "family_size": Param("how many other (first, last) name pairs the prompt family holds", 40),
     "family_template": Param("the family's prompt with {first} and {last} (default: the canonical prompt's "
                              "names replaced)", None, type=str),
+    "family_names": Param("the names the family draws from, {first = [...], last = [...]} (default: built-in "
+                          "English names, as written or lowercased)", None, type=dict),
 }
+
+
+def name_family(model, params, record) -> I.Family | None:
+    """The claim's family of name prompts, or None, with the reason in the record (the canonical prompt's
+    checks then stand alone)."""
+    try:
+        return I.name_family(model, params, params["family_size"])
+    except I.NoFamily as e:
+        record.measure(family_checks=f"not run: {e}")
+        return None
 INDUCTION_HEAD = {"induction_head": Param("the induction head, 'layer.head'", type=str)}
 
 
@@ -212,10 +224,12 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
             record.figure(title, fig)
     ranked = I.ranked_heads(hp.effect)
     nxt = ranked[1 : 1 + params["n_next"]]
-    family = I.name_family(model, params, params["family_size"])
-    on_family = fraction(top[0] == params["induction_head"] for top in I.family_top_heads(model, family))
     record.measure(clean_logit_diff=hp.clean, corrupted_logit_diff=hp.corrupted, heads_by_effect=ranked[:6],
-                   next_heads=nxt, family_top_head=on_family.as_json())
+                   next_heads=nxt)
+    family = name_family(model, params, record)
+    if family is not None:
+        on_family = fraction(top[0] == params["induction_head"] for top in I.family_top_heads(model, family))
+        record.measure(family_top_head=on_family.as_json())
     record.expect("top_head", ranked[0], "==", params["induction_head"])
     first, second = hp.effect.abs().flatten().sort(descending=True).values[:2].tolist()
     record.expect("margin_over_runner_up", relative_margin(first, second), ">=", params["min_margin"])
@@ -255,13 +269,14 @@ def test_ind_07_heads_classified_by_attention(subject, params, model, record):
         if top != head:  # what does rank first in the class
             record.figure(f"attention pattern of {top} (top {I.HEAD_ROLES[role].replace('_', '-')} score)",
                           I.pattern_figure(model, task, top, f"top {I.HEAD_ROLES[role]} score"))
-    family = I.name_family(model, params, params["family_size"])
-    per_prompt = I.family_class_scores(model, family)
-    on_family = fraction(all(I.top_head(s[I.HEAD_ROLES[r]]) == h for r, h in roles.items()) for s in per_prompt)
-    induction_first = fraction(I.top_head(s["induction"]) == params["induction_head"] for s in per_prompt)
-    record.measure(classes={h: c for h, c in I.classify(scores, params["min_score"]).items() if c != "other"},
-                   family_all_named_heads_first=on_family.as_json(),
-                   family_induction_head_first=induction_first.as_json())
+    record.measure(classes={h: c for h, c in I.classify(scores, params["min_score"]).items() if c != "other"})
+    family = name_family(model, params, record)
+    if family is not None:
+        per_prompt = I.family_class_scores(model, family)
+        on_family = fraction(all(I.top_head(s[I.HEAD_ROLES[r]]) == h for r, h in roles.items()) for s in per_prompt)
+        induction_first = fraction(I.top_head(s["induction"]) == params["induction_head"] for s in per_prompt)
+        record.measure(family_all_named_heads_first=on_family.as_json(),
+                       family_induction_head_first=induction_first.as_json())
     checks = []
     for role, head in roles.items():
         kind = I.HEAD_ROLES[role]

@@ -165,13 +165,17 @@ def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, base_model, tune
     "RLHF-04",
     rule="Holds when, on the canonical prompt, the largest |per-head DLA change| (tuned − base) below the "
          "first tuned layer L is ≤ `max_below_ratio` times the largest anywhere (`below_over_largest_change`), "
-         "and the heads of layer L with the largest |change| are exactly `heads` (`top_heads_of_layer_L`).",
+         "and the heads of layer L with the largest |change| are exactly `heads` (`top_heads_of_layer_L`), the "
+         "last of them ahead of the next head by at least `min_margin` of its own |change| "
+         "(`margin_of_last_named_over_next`).",
     statement="Per-head DLA difference is zero below layer 10; heads 10.4 and 10.9 differ most",
     shown="per-head DLA difference figure: identical in the first 10 blocks; heads 4 and 9 of layer 10 differ",
     params={
         **PAIR_PARAMS,
         "heads": Param("the heads of the first tuned block that changed most, 'layer.head'", type=list),
         "max_below_ratio": Param("largest |DLA change| below the tuned blocks, over the largest anywhere, at most", 0.01),
+        "min_margin": Param("the last of the named heads' |change| exceeds the next head's by at least this share of "
+                            "its own", 0.1),
     },
 )
 def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
@@ -185,6 +189,10 @@ def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
     record.figure("per-head DLA, tuned - base", plots.heatmap(diff, title="head DLA difference", xlabel="head", ylabel="layer"))
     record.expect("below_over_largest_change", below / float(diff.abs().max()), "<=", params["max_below_ratio"])
     record.expect(f"top_heads_of_layer_{first_tuned}", [head_name(*h) for h in top], "==", [head_name(*h) for h in named])
+    changes = diff[first_tuned].abs().sort(descending=True).values.tolist()
+    record.measure(changes_of_layer={head_name(first_tuned, h): float(diff[first_tuned, h]) for h in range(diff.shape[1])})
+    record.expect("margin_of_last_named_over_next", relative_margin(changes[len(named) - 1], changes[len(named)]), ">=",
+                  params["min_margin"])
 
 
 @claim(
