@@ -81,7 +81,7 @@ def test_refutation_that_no_longer_reproduces_is_a_regression_and_fails_the_run(
     assert row["measured"] == {"shown": 7, "first": 2.0, "second": 3.5}
     assert row["threshold"] == {"first": ">= 1", "second": ">= 1"}
     result.stdout.fnmatch_lines(["DEMO-01 on fixed: regression: registered as refuted by second, but every check held*",
-                                 "*claim report (1 regression)*", "*regression: DEMO-01 on fixed*"])
+                                 "*regression: DEMO-01 on fixed*", "*claim report (1 regression)*"])
 
 
 def test_another_check_failing_is_a_regression(run_claims):

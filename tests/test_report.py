@@ -243,8 +243,8 @@ def test_regressions_and_errors_stand_out_in_every_report(tmp_path):
     assert "| LFP-01 | pair | **⚠ REGRESSION** | top_share = 0.67 |" in md
     assert "**⚠ ERROR**" in md and "**holds**" in md
     html = paths["claims.html"].read_text()
-    assert html.count(report_mod.ALARM_STYLE["regression"]) == 2  # the summary count and the row
-    assert html.count(report_mod.ALARM_STYLE["error"]) == 2
+    assert html.count(report_mod.ALARM_STYLE["regression"]) == 3  # the summary count, the overview's chip, the row's
+    assert html.count(report_mod.ALARM_STYLE["error"]) == 3
     doc = json.loads(paths["claims.json"].read_text())
     assert [r["verdict"] for r in doc["results"]] == ["error", "holds", "regression"]
 
@@ -260,3 +260,68 @@ def test_zoo_rebuild_table_appears_in_the_reports(tmp_path):
     for text in (md, page):
         assert "Zoo rebuilt from its recipes" in text and "kernels DEFAULT" in text
         assert "1 of 2 reproduced" in text and "0/1" in text
+
+
+def test_a_run_against_an_accepted_baseline_fails_on_any_changed_verdict(claims_project):
+    pytester, ckpt = claims_project
+    accepted = pytester.path / "accepted" / "claims.json"
+    selection = ("--subject-file", "subjects.toml", "-m", "DEMO_01", "--baseline", str(accepted))
+    first = run(pytester, *selection, "--accept")
+    assert first.ret == 0 and accepted.is_file()  # too-shallow is refuted: a finding, accepted as it is
+    first.stdout.fnmatch_lines(["accepted: this run's 4 verdicts are the baseline now*"])
+    same = run(pytester, *selection)
+    assert same.ret == 0  # the same refutation: nothing changed
+    same.stdout.fnmatch_lines(["every one of 4 verdicts is the accepted run's*"])
+    doc = json.loads(accepted.read_text())
+    for row in doc["results"]:
+        if row["subject"] == "deep-enough":
+            row["verdict"] = "refuted"
+    doc["results"].append({"claim": "DEMO-09", "subject": "gone", "verdict": "holds"})
+    accepted.write_text(json.dumps(doc))
+    changed = run(pytester, *selection)
+    assert changed.ret == 1
+    changed.stdout.fnmatch_lines(["  changed: DEMO-01 on deep-enough: refuted -> holds",
+                                  "  changed: DEMO-09 on gone: holds -> absent",
+                                  "2 verdict(s) differ from the accepted run*"])
+
+
+def test_a_changed_verdict_fails_a_run_that_otherwise_passes(claims_project):
+    pytester, ckpt = claims_project
+    accepted = pytester.path / "accepted.json"
+    only = ("--subject-file", "subjects.toml", "-m", "DEMO_01", "-k", "deep", "--baseline", str(accepted))
+    assert run(pytester, *only, "--accept").ret == 0
+    assert run(pytester, *only).ret == 0
+    doc = json.loads(accepted.read_text())
+    doc["results"][0]["verdict"] = "refuted"
+    accepted.write_text(json.dumps(doc))
+    assert run(pytester, *only).ret == 1
+
+
+def test_a_missing_baseline_is_a_usage_error(claims_project):
+    pytester, ckpt = claims_project
+    result = run(pytester, "--subject-file", "subjects.toml", "--baseline", str(pytester.path / "none.json"))
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*--baseline *none.json does not exist; write it with a run that passes --accept*"])
+
+
+def test_junit_xml_has_a_case_per_claim_and_subject_with_its_measurements(claims_project):
+    pytester, ckpt = claims_project
+    xml = pytester.path / "junit.xml"
+    run(pytester, "--subject-file", "subjects.toml", "-m", "DEMO_01", "--junitxml", str(xml))
+    import xml.etree.ElementTree as ET
+
+    cases = {c.get("name"): c for c in ET.parse(xml).getroot().iter("testcase")}
+    props = {p.get("name"): p.get("value") for p in cases["test_layers[deep-enough]"].iter("property")}
+    assert props == {"verdict": "holds", "measured.n_layers": "3", "threshold.n_layers": ">= 2"}
+    assert cases["test_layers[too-shallow]"].find("failure") is not None
+
+
+def test_the_terminal_shows_the_verdict_matrix_then_the_report(claims_project):
+    pytester, ckpt = claims_project
+    result = run(pytester, "--subject-file", "subjects.toml")
+    result.stdout.fnmatch_lines(["verdicts (H holds, R refuted, x expected-refuted, ! regression, E error, - not-run*",
+                                 "             1 2 3 4 5",
+                                 "DEMO-01      - H x . R",
+                                 "DEMO-02      . . . - .",
+                                 "subjects: 1 closed-model, 2 deep-enough, 3 known-shallow, 4 offline-pair, 5 too-shallow",
+                                 "claim report (*): */out/claims.html"])
