@@ -325,3 +325,13 @@ def test_the_terminal_shows_the_verdict_matrix_then_the_report(claims_project):
                                  "DEMO-02      . . . - .",
                                  "subjects: 1 closed-model, 2 deep-enough, 3 known-shallow, 4 offline-pair, 5 too-shallow",
                                  "claim report (*): */out/claims.html"])
+
+
+def test_published_numbers_are_redrawn_beside_the_measured_ones(tmp_path):
+    r = ClaimRecord(claim="RLHF-01", subject="pair", verdict="holds", paper="RLHF + TransformerLens")
+    r.published = {"base_logit_diff": -0.089, "tuned_logit_diff": 2.016, "note": "text"}
+    r.measure(base_logit_diff=-0.061)
+    page = report_mod.write_report([r], {"versions": {}, "checkpoints": {}}, tmp_path)["claims.html"].read_text()
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    assert svg.count("<rect") == 3  # two published figures, one of them measured here
+    assert "published -0.089" in svg and "this run -0.061" in svg and "published 2.016" in svg
