@@ -66,9 +66,11 @@ def mean_interval(values, confidence: float = 0.95) -> Interval:
 
 
 def percentile_of(value: float, baseline) -> float:
-    """Share of the `baseline` values that `value` reaches or exceeds: 1.0 is the top of the distribution."""
+    """Share of the `baseline` values that `value` exceeds: 1.0 is strictly above all of them. A tie does
+    not count, so a value among equals (every head set changing nothing, say) stands at 0, not at the top.
+    The baseline leaves out the value's own entry."""
     b = np.asarray(list(baseline), dtype=float)
-    return float((b <= value).mean()) if len(b) else float("nan")
+    return float((b < value).mean()) if len(b) else float("nan")
 
 
 def relative_margin(first: float, second: float) -> float:

@@ -158,8 +158,8 @@ def test_name_family(model, params):
         task = I.name_task(model, prompt, answer, {"last_name": corrupt})
         assert model.tokenizer.decode([int(task.answers[0, 1])]).strip() == rival != last
     assert I.name_family(model, params, 12, seed=3).prompts == family.prompts  # a function of the seed
-    tops = I.family_top_heads(model, I.name_family(model, params, 3))
-    assert len(tops) == 3 and all(len(t) == model.cfg.n_layers * model.cfg.n_heads for t in tops)
+    effects = I.family_head_effects(model, I.name_family(model, params, 3))
+    assert len(effects) == 3 and all(e.shape == (model.cfg.n_layers, model.cfg.n_heads) for e in effects)
 
 
 @settings(max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

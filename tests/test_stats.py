@@ -67,9 +67,10 @@ def test_mean_interval_edge_cases():
 
 
 def test_percentile_and_margin():
-    assert percentile_of(5.0, [1, 2, 3, 5]) == 1.0
-    assert percentile_of(2.0, [1, 2, 3, 5]) == 0.5
+    assert percentile_of(5.0, [1, 2, 3]) == 1.0
+    assert percentile_of(2.0, [1, 2, 3, 5]) == 0.25
     assert percentile_of(0.0, [1, 2]) == 0.0
+    assert percentile_of(0.0, [0.0, 0.0, 0.0]) == 0.0  # a tie among equals is no standing
     assert relative_margin(1.0, 0.6) == pytest.approx(0.4)
     assert relative_margin(1.0, 1.0) == 0.0
     assert math.isnan(relative_margin(0.0, 0.0))

@@ -3,6 +3,7 @@ refuses corrupt entries. Models load through the suite's loader, as any checkpoi
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -105,6 +106,54 @@ def test_review_lm_dpo_moves_towards_good_with_every_block_changed():
     changed = {block_of(k) for k in base if block_of(k) is not None and not torch.equal(base[k], tuned[k])}
     assert changed == set(range(n_layers))
     assert logit_diff(load_model("zoo:review-lm-dpo")) < logit_diff(load_model("zoo:review-lm")) - 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Foreign subjects: other tokenizers, architectures and depths
+
+
+def changed_blocks(base: str, tuned: str) -> set[int | None]:
+    """The blocks (None: embeddings, final norm, unembedding) whose weights differ between two models."""
+    a, b = weights(base), weights(tuned)
+    return {block_of_any(k) for k in a if not torch.equal(a[k], b[k])}
+
+
+def block_of_any(key: str) -> int | None:
+    parts = key.split(".")
+    for name in ("h", "layers"):
+        if name in parts:
+            return int(parts[parts.index(name) + 1])
+    return None
+
+
+def test_fx_review_bpe_is_a_neox_with_byte_level_words_and_no_bos():
+    model = load_model("zoo:fx-review-bpe")
+    assert type(model.original_model).__name__ == "GPTNeoXForCausalLM" and model.cfg.n_layers == 4
+    assert not model.cfg.default_prepend_bos
+    assert model.to_str_tokens(PROMPT) == ["This", " movie", " was", " really"]
+    assert model.tokenizer.convert_ids_to_tokens(model.to_single_token(" good")) == "Ġgood"
+    assert abs(logit_diff(model)) < math.log(2)
+
+
+def test_fx_review_bpe_twins_move_as_they_were_tuned():
+    base = logit_diff(load_model("zoo:fx-review-bpe"))
+    assert logit_diff(load_model("zoo:fx-review-bpe-negative")) - base > 1.0
+    assert logit_diff(load_model("zoo:fx-review-bpe-positive")) - base < -1.0
+    for twin in ("fx-review-bpe-negative", "fx-review-bpe-positive"):
+        assert changed_blocks("fx-review-bpe", twin) == {2, 3}
+    assert {None, 0, 1, 2, 3} <= changed_blocks("fx-review-bpe", "fx-review-bpe-alltrain")
+
+
+def test_fx_names_lower_copies_the_last_name_without_an_induction_head():
+    model = load_model("zoo:fx-names-lower")
+    prompt = "her name was alex hart. tomorrow at lunch time alex"
+    assert "<bos>" not in model.tokenizer.get_vocab() and not model.cfg.default_prepend_bos
+    assert model.to_str_tokens(prompt)[3:6] == ["alex", "hart", "."]
+    assert answer_rank(model, prompt, " hart") == 1
+    assert answer_rank(model, prompt.replace("time alex", "time ms"), " hart") == 1  # no first name to match
+    stripe = induction_stripe_scores(model, repeated_random_tokens(model, 12, 16), 12)
+    assert float(stripe.max()) < 0.2  # no head attends to the token after an earlier copy
+    assert answer_rank(load_model("zoo:fx-names-lower-untrained"), prompt, " hart") > 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from lib.names import FIRST_NAMES, LAST_NAMES
 from lib.patching import donor_cache, head_out_by_pos_sweep, head_out_sweep, patched_logits, run_patches
 from lib.prompts import answer_token, differing_positions, paired_tokens, str_tokens, to_tokens
 from lib.sequences import repeated_random_tokens
+from lib.stats import relative_margin
 
 CORRUPTIONS = ("last_name", "first_first_name", "second_first_name")
 POSITIONS = ("first_name", "last_name", "final")
@@ -170,6 +171,12 @@ def argmax_positions(flow: Tensor, clean: float) -> list[int]:
     return flow_effect(flow, clean).argmax(-1).tolist()
 
 
+def argmax_margins(flow: Tensor, clean: float) -> list[float]:
+    """For each row, how far the top position's effect leads the runner-up's, as a share of its own."""
+    top2 = flow_effect(flow, clean).sort(-1, descending=True).values[:, :2].tolist()
+    return [relative_margin(a, b) for a, b in top2]
+
+
 def transition_layer(flow: Tensor, clean: float, source: int, final: int) -> int | None:
     """The first block after which the patch effect at the final position exceeds the effect at `source`
     (the block that moves the information), or None if it never does."""
@@ -226,12 +233,17 @@ def head_patching(model, task: NameTask, corruption: str = "last_name", by_pos: 
 def ranked_heads(effect: Float[Tensor, "layer head"]) -> list[str]:
     """Heads by decreasing |effect|."""
     n_heads = effect.shape[1]
-    order = effect.abs().flatten().argsort(descending=True).tolist()
+    order = effect.abs().flatten().argsort(descending=True, stable=True).tolist()
     return [head_name(i // n_heads, i % n_heads) for i in order]
 
 
 # ---------------------------------------------------------------------------------------------
 # Head classes from attention patterns (Method 3)
+
+
+def stripe_scores(model, half: int, n: int, seed: int = 0) -> Float[Tensor, "layer head"]:
+    """Every head's induction stripe on `n` random token sequences of length `half`, repeated once."""
+    return induction_stripe_scores(model, repeated_random_tokens(model, half, batch=n, seed=seed), half)
 
 
 def class_scores(model, tokens: Int[Tensor, "batch pos"]) -> dict[str, Float[Tensor, "layer head"]]:
@@ -400,13 +412,17 @@ def name_family(model, params: Mapping, n: int, seed: int = 0) -> Family:
     )
 
 
-def family_top_heads(model, family: Family) -> list[list[str]]:
-    """Per prompt of the family, the heads ranked by |effect| of last-name head patching."""
+def family_head_effects(model, family: Family) -> list[Float[Tensor, "layer head"]]:
+    """Per prompt of the family, every head's effect in last-name head patching."""
     out = []
     for prompt, answer, corrupt in zip(family.prompts, family.answers, family.corruptions["last_name"]):
         task = name_task(model, prompt, answer, {"last_name": corrupt})
-        out.append(ranked_heads(head_patching(model, task, by_pos=False).effect))
+        out.append(head_patching(model, task, by_pos=False).effect)
     return out
+
+
+def effect_of(effect: Float[Tensor, "layer head"], head: str) -> float:
+    return float(effect[parse_head(head)])
 
 
 def family_class_scores(model, family: Family) -> list[dict[str, Tensor]]:
@@ -434,8 +450,7 @@ def analyse_circuit(model, params: Mapping, *, n_family: int = 40, half: int = 1
       the answer the last name).
     Returns the registry parameters with the scores they rest on."""
     L = model.cfg.n_layers
-    rep = repeated_random_tokens(model, half, batch=batch, seed=seed)
-    stripe = induction_stripe_scores(model, rep, half)
+    stripe = stripe_scores(model, half, batch, seed)
     induction = top_head(stripe, layers=range(1, L))
     li = parse_head(induction)[0]
     family = name_family(model, {**params, "positions": canonical_positions(model, params)}, n_family, seed=seed)
@@ -477,6 +492,11 @@ def _runner_up(scores: Tensor, head: str) -> float:
     l, h = parse_head(head)
     s[l, h] = float("-inf")
     return float(s.max())
+
+
+def class_margin(scores: Float[Tensor, "layer head"], head: str) -> float:
+    """How far `head`'s score leads the best other head's, as a share of its own (negative: it trails)."""
+    return relative_margin(score_of(scores, head), _runner_up(scores, head))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from claims.induction_tutorial import induction as I
 from fixtures.catalogue import Param, claim
 from lib.causal import leftward_leak
-from lib.stats import fraction, relative_margin
+from lib.stats import fraction, mean_interval, relative_margin
 
 PROMPT = {"prompt": Param("the canonical prompt (the repeated first name last)", type=str)}
 TASK_PARAMS = {
@@ -96,30 +96,34 @@ def _flows(model, params, record):
         record.figure(f"resid stream patching, {corruption.replace('_', ' ')} corruption",
                       I.flow_figure(model, flows[corruption], task, corruption))
     record.measure(logit_diffs=diffs)
-    return task, diffs["clean"], flows
+    return task, diffs, flows
 
 
 @claim(
     "IND-03",
-    rule="Holds when, in residual-stream patching from the last-name corruption on the canonical prompt, the "
-         "first block after which patching the final position changes the logit diff more than patching the "
-         "last-name position lies in `layer_range` [lo, hi] inclusive (`transition_layer`).",
+    rule="Holds when the last-name corruption moves the canonical prompt's logit diff by at least `min_effect` "
+         "(`corruption_effect`), so that there is information to follow, and, in residual-stream patching from "
+         "that corruption, the first block after which patching the final position changes the logit diff more "
+         "than patching the last-name position lies in `layer_range` [lo, hi] inclusive (`transition_layer`).",
     statement="Last-name information moves from pos 5 to the final position around layer 10",
     shown="Method 1, the Carroll-run resid stream patching heatmap: from position 5 to 11, mostly around layer 10",
     params={
         **TASK_PARAMS,
         **POSITIONS,
         "layer_range": Param("[lo, hi]: the transition layer lies in lo..hi (inclusive)", type=list),
+        "min_effect": Param("the last-name corruption moves the clean logit diff by at least this (ln 2: the odds "
+                            "between the answers change twofold); a smaller change is noise to follow", 0.693),
     },
 )
 def test_ind_03_last_name_moves_to_the_final_position_late(subject, params, model, record):
     """"So we see that the last name information (Hart vs Carroll) jumps from position 5 to 11, mostly
     around Layer 10." (seed 002, Method 1, the Carroll-run heatmap.) The first block after which
     patching the final position matters more than patching the last-name position lies in `layer_range`."""
-    task, clean, flows = _flows(model, params, record)
+    _, diffs, flows = _flows(model, params, record)
     pos = params["positions"]
-    layer = I.transition_layer(flows["last_name"], clean, pos["last_name"], pos["final"])
+    layer = I.transition_layer(flows["last_name"], diffs["clean"], pos["last_name"], pos["final"])
     lo, hi = params["layer_range"]
+    record.expect("corruption_effect", diffs["clean"] - diffs["last_name"], ">=", params["min_effect"])
     record.expect("transition_layer", layer, "in", list(range(lo, hi + 1)))
 
 
@@ -166,9 +170,11 @@ def test_ind_04_information_flows_only_rightward(subject, params, model, record)
 
 @claim(
     "IND-05",
-    rule="Holds when, for each corruption listed in `argmax_positions`, the position where residual-stream "
-         "patching changes the canonical prompt's logit diff most, per heatmap row (embeddings, then after "
-         "each block), equals the listed named positions of `positions` (`argmax_positions_<corruption>`).",
+    rule="Holds when, for each corruption listed in `argmax_positions`, the corruption lowers the canonical "
+         "prompt's logit diff by at least `min_effect` (`corruption_effect_<corruption>`: information the answer "
+         "depends on), and the position where residual-stream patching changes the logit diff most, per heatmap "
+         "row (embeddings, then after each block), equals the listed named positions of `positions` "
+         "(`argmax_positions_<corruption>`; the record shows each row's margin over its runner-up position).",
     statement="gelu-2l: first-name info moves in layer 0, last-name info to the final position in layer 1",
     shown="Method 1, the gelu-2l heatmaps: first name to pos 5 in layer 0 and to pos 11 in layer 1; last "
           "name from pos 5 to pos 11 in layer 1",
@@ -177,6 +183,8 @@ def test_ind_04_information_flows_only_rightward(subject, params, model, record)
         **POSITIONS,
         "argmax_positions": Param("per corruption, the named position (a key of positions) where the patch "
                                   "matters most, per heatmap row (embeddings, then after each block)", type=dict),
+        "min_effect": Param("each corruption lowers the clean logit diff by at least this (ln 2: twofold odds)",
+                            0.693),
     },
 )
 def test_ind_05_two_layer_information_flow(subject, params, model, record):
@@ -184,11 +192,12 @@ def test_ind_05_two_layer_information_flow(subject, params, model, record):
     layer 1. The last name information (lower plot) moves from pos5 to pos11 in layer 1." (seed 002,
     Method 1, the gelu-2l heatmaps.) Per row of the heatmap (embeddings, after each block), the position
     where the patch matters most is the one named in `argmax_positions`."""
-    task, clean, flows = _flows(model, params, record)
+    _, diffs, flows = _flows(model, params, record)
     pos = params["positions"]
-    got = {c: I.argmax_positions(flows[c], clean) for c in params["argmax_positions"]}
-    record.measure(**{f"argmax_positions_{c}": v for c, v in got.items()})
+    got = {c: I.argmax_positions(flows[c], diffs["clean"]) for c in params["argmax_positions"]}
+    record.measure(**{f"argmax_margins_{c}": I.argmax_margins(flows[c], diffs["clean"]) for c in got})
     for corruption, expected in params["argmax_positions"].items():
+        record.expect(f"corruption_effect_{corruption}", diffs["clean"] - diffs[corruption], ">=", params["min_effect"])
         record.expect(f"argmax_positions_{corruption}", got[corruption], "==", [pos[name] for name in expected])
 
 
@@ -197,7 +206,10 @@ def test_ind_05_two_layer_information_flow(subject, params, model, record):
     rule="Holds when, patching each head's output at all positions from the last-name corruption on the "
          "canonical prompt, the head with the largest |change in logit diff| is `induction_head` (`top_head`), "
          "ahead of the second by at least `min_margin` of its own |change| (`margin_over_runner_up`), and none "
-         "of the next `n_next` heads lies outside `supporting_heads` (`next_heads_outside_supporting` is empty).",
+         "of the next `n_next` heads lies outside `supporting_heads` (`next_heads_outside_supporting` is empty); "
+         "and, where the family of name pairs has at least two prompts, the 95% interval of the mean per-prompt "
+         "difference between its |change| and the canonical runner-up's lies above 0 "
+         "(`family_margin_ci95_low` > 0).",
     statement="Head 1.6 matters most (0.1, 0.2, 1.1 less) for predicting the last name",
     shown="Method 2, head patching from the Carroll run and the head-by-position figures: 1.6 most, then "
           "0.1, 0.2 and 1.1",
@@ -226,14 +238,19 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
     nxt = ranked[1 : 1 + params["n_next"]]
     record.measure(clean_logit_diff=hp.clean, corrupted_logit_diff=hp.corrupted, heads_by_effect=ranked[:6],
                    next_heads=nxt)
-    family = name_family(model, params, record)
-    if family is not None:
-        on_family = fraction(top[0] == params["induction_head"] for top in I.family_top_heads(model, family))
-        record.measure(family_top_head=on_family.as_json())
-    record.expect("top_head", ranked[0], "==", params["induction_head"])
+    named = params["induction_head"]
+    record.expect("top_head", ranked[0], "==", named)
     first, second = hp.effect.abs().flatten().sort(descending=True).values[:2].tolist()
     record.expect("margin_over_runner_up", relative_margin(first, second), ">=", params["min_margin"])
     record.expect("next_heads_outside_supporting", [h for h in nxt if h not in params["supporting_heads"]], "==", [])
+    family = name_family(model, params, record)
+    if family is not None and len(family.prompts) >= 2:
+        effects = I.family_head_effects(model, family)
+        rival = ranked[1] if ranked[0] == named else ranked[0]
+        margin = mean_interval(abs(I.effect_of(e, named)) - abs(I.effect_of(e, rival)) for e in effects)
+        record.measure(family_top_head=fraction(I.ranked_heads(e)[0] == named for e in effects).as_json(),
+                       family_margin=margin.as_json(), family_rival=rival)
+        record.expect("family_margin_ci95_low", margin.low, ">", 0.0)
 
 
 @claim(
@@ -241,7 +258,10 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
     rule="Holds when, on the canonical prompt, for `induction_head` and, where given, `prev_token_head` and "
          "`duplicate_token_head`, with KIND its class (induction, previous_token, duplicate_token): the head's "
          "class score is ≥ `min_score` (`KIND_score_<head>`), it ranks first in its class (`KIND_top_head`), "
-         "and first by transformer_lens head_detector too (`KIND_head_detector_top_head`).",
+         "and first by transformer_lens head_detector too (`KIND_head_detector_top_head`); and the induction head "
+         "does on any repeated sequence what it does on the prompt: on `stripe_sequences` random token sequences "
+         "repeated once (halves of `stripe_half`), its induction-stripe score, attention from each token of the "
+         "second copy to the token after its first occurrence, is ≥ `min_score` (`induction_stripe_score_<head>`).",
     statement="0.2 is a previous-token head, 0.1 a duplicate-token head, 1.6 an induction head",
     shown="Method 3, the attention patterns: 0.1 duplicate-token, 0.2 previous-token, 1.6 attends to the "
           "last name",
@@ -252,6 +272,8 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
         "prev_token_head": Param("the previous-token head, 'layer.head' (checked where given)", None, type=str),
         "duplicate_token_head": Param("the duplicate-token head, 'layer.head' (checked where given)", None, type=str),
         "min_score": Param("each named head's class score is at least this", type=(int, float)),
+        "stripe_half": Param("length of the random token sequence that is repeated once", 12),
+        "stripe_sequences": Param("how many repeated random sequences the induction stripe is averaged over", 16),
     },
 )
 def test_ind_07_heads_classified_by_attention(subject, params, model, record):
@@ -281,10 +303,18 @@ def test_ind_07_heads_classified_by_attention(subject, params, model, record):
     for role, head in roles.items():
         kind = I.HEAD_ROLES[role]
         detector = I.detector_scores(model, params["prompt"], kind)
-        record.measure(**{f"{kind}_head_detector_score_{head}": I.score_of(detector, head)})
+        record.measure(**{f"{kind}_head_detector_score_{head}": I.score_of(detector, head),
+                          f"{kind}_margin_over_runner_up": I.class_margin(scores[kind], head)})
         checks += [(f"{kind}_score_{head}", I.score_of(scores[kind], head), ">=", params["min_score"]),
                    (f"{kind}_top_head", I.top_head(scores[kind]), "==", head),
                    (f"{kind}_head_detector_top_head", I.top_head(detector), "==", head)]
+    # One prompt's attention cannot tell an induction head from a head that attends to the answer's
+    # kind of token wherever it is: Olsson et al.'s test is the stripe on arbitrary repeated tokens.
+    stripe = I.stripe_scores(model, params["stripe_half"], params["stripe_sequences"])
+    record.measure(heads_with_induction_stripe_over_min_score=[
+        h for h in I.head_labels(model) if I.score_of(stripe, h) >= params["min_score"]])
+    checks.append((f"induction_stripe_score_{params['induction_head']}", I.score_of(stripe, params["induction_head"]),
+                   ">=", params["min_score"]))
     record.measure(**{name: value for name, value, _, _ in checks})
     for check in checks:
         record.expect(*check)

@@ -62,7 +62,7 @@ def mlp_divergence(base, tuned, n_layers: int | None = None) -> Float[Tensor, " 
 
 def top_layers(divergence: Float[Tensor, " layer"], k: int) -> list[int]:
     """The k layers of highest divergence (all of them if there are fewer), highest first."""
-    return [int(i) for i in divergence.argsort(descending=True)[:k]]
+    return [int(i) for i in divergence.argsort(descending=True, stable=True)[:k]]
 
 
 def device_of(model) -> torch.device:

@@ -1,7 +1,7 @@
 """A base model and its tuned twin on the same tokens: what tuning changed, and where (seed 000).
 
 Patching goes tuned -> base: the base model runs the prompt and takes the named activations from the
-tuned model's run on the same tokens; the normalised metric is 0 for the base model, 1 for the tuned one.
+tuned model's run on the same tokens; an effect is the patched base model's logit diff minus its own.
 """
 from __future__ import annotations
 
@@ -46,9 +46,6 @@ class Pair:
     def tuned_logit_diff(self) -> float:
         return float(metrics.logit_diff(self.tuned_logits, self.answers))
 
-    def normalised_metric(self) -> metrics.Metric:
-        return metrics.normalised_logit_diff_metric(self.answers, self.base_logit_diff, self.tuned_logit_diff)
-
     def str_tokens(self) -> list[str]:
         return self.base.to_str_tokens(self.tokens[0])
 
@@ -91,9 +88,9 @@ def top_heads(scores: Float[Tensor, "layer head"], k: int, layer: int | None = N
     """The k heads of largest |score| (of largest score, `signed`), within one layer if given."""
     key = scores if signed else scores.abs()
     if layer is not None:
-        order = key[layer].argsort(descending=True)[:k]
+        order = key[layer].argsort(descending=True, stable=True)[:k]
         return [(layer, int(h)) for h in order]
-    flat = key.flatten().argsort(descending=True)[:k]
+    flat = key.flatten().argsort(descending=True, stable=True)[:k]
     n_heads = scores.shape[1]
     return [(int(i) // n_heads, int(i) % n_heads) for i in flat]
 
@@ -107,10 +104,12 @@ SWEEPS = {
 
 
 def patch_sweeps(pair: Pair, *fields: str) -> dict[str, Float[Tensor, "layer pos"] | Float[Tensor, "layer head"]]:
-    """Normalised tuned -> base patching effects for the named fields: resid_pre, attn_out, mlp_out
-    [layer, pos]; head_out [layer, head]."""
-    metric = pair.normalised_metric()
-    return {f: SWEEPS[f](pair.base, pair.tokens, pair.tuned_cache, metric) for f in fields}
+    """Tuned -> base patching effects for the named fields: resid_pre, attn_out, mlp_out [layer, pos];
+    head_out [layer, head]. An effect is the patched base model's logit diff minus its own: positive
+    towards the first answer. Not divided by the tuned - base gap, which a twin that did not move on
+    this prompt leaves at zero and a twin that moved the other way turns upside down."""
+    metric = metrics.logit_diff_metric(pair.answers)
+    return {f: SWEEPS[f](pair.base, pair.tokens, pair.tuned_cache, metric) - pair.base_logit_diff for f in fields}
 
 
 def single_head_effects(pair: Pair) -> Float[Tensor, "layer head"]:
@@ -144,7 +143,7 @@ def best_head_sets(pair: Pair, layers: Sequence[int], size: int) -> list[tuple[t
     runs = [patching.head_patches(list(s)) for s in sets]
     metric = metrics.logit_diff_metric(pair.answers)
     values = patching.run_patches(pair.base, pair.tokens, pair.tuned_cache, runs, metric)
-    order = values.argsort(descending=True)
+    order = values.argsort(descending=True, stable=True)
     return [(sets[int(i)], float(values[int(i)])) for i in order]
 
 

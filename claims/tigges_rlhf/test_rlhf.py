@@ -2,8 +2,9 @@
 towards negative reviews, on the prompt "This movie was really" with answers " bad" / " good".
 
 Logit diff = logit(" bad") - logit(" good") at the last position. Patching goes tuned -> base: the base
-model runs, the named activations come from the tuned model on the same tokens; normalised, 0 is the base
-model and 1 the tuned one.
+model runs, the named activations come from the tuned model on the same tokens; an effect is the patched
+base model's logit diff minus its own (the blog divides it by tuned - base; the rankings are the same
+where the tuning moved towards ' bad', and a twin that did not move leaves nothing to divide by).
 """
 import math
 
@@ -127,7 +128,9 @@ def test_rlhf_02_only_the_last_two_layers_change(params, pair, base_model, tuned
 
 @claim(
     "RLHF-03",
-    rule="Holds when, on the canonical prompt, the attention or MLP output with the largest |direct logit "
+    rule="Holds when, on the canonical prompt, the tuned model prefers the first answer at odds of at least "
+         "`min_odds` (`tuned_logit_diff` > ln `min_odds`: otherwise there is no preference to attribute), the "
+         "attention or MLP output with the largest |direct logit "
          "attribution| to the tuned model's logit diff is `component` (`largest_component`), ahead of the runner-up "
          "by at least `min_margin` of its own |attribution| (`margin_over_runner_up`); and, where the review family "
          "has at least two prompts, the 95% interval of the mean per-prompt difference of the two components' "
@@ -136,7 +139,8 @@ def test_rlhf_02_only_the_last_two_layers_change(params, pair, base_model, tuned
     shown="per-layer attribution figure: the MLP of layer 10 has the largest-magnitude influence by far",
     params={**PAIR_PARAMS,
             "component": Param("the dominant component, 'kind.layer' (e.g. 'mlp_out.10')", type=str),
-            "min_margin": Param("its |attribution| exceeds the runner-up's by at least this share of its own", 0.1)},
+            "min_margin": Param("its |attribution| exceeds the runner-up's by at least this share of its own", 0.1),
+            "min_odds": Param("the tuned model prefers the first answer at least at these odds", 2.0)},
 )
 def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, base_model, tuned_model, record):
     """"The largest-magnitude influence by far on the logit difference occurs in the MLP of Layer 10."
@@ -149,6 +153,7 @@ def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, base_model, tune
         {"base": list(base.values()), "tuned": list(tuned.values())}, title="direct logit attribution",
         ylabel="logit diff", labels=list(tuned)))
     record.measure(top_components={k: tuned[k] for k in ranked[:3]})
+    record.expect("tuned_logit_diff", pair.tuned_logit_diff, ">", math.log(params["min_odds"]))
     record.expect("largest_component", ranked[0], "==", named)
     record.expect("margin_over_runner_up", relative_margin(abs(tuned[ranked[0]]), abs(tuned[ranked[1]])), ">=",
                   params["min_margin"])
@@ -187,7 +192,9 @@ def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
     top = sorted(P.top_heads(diff, len(named), layer=first_tuned))
     below = float(diff[:first_tuned].abs().max()) if first_tuned else 0.0
     record.figure("per-head DLA, tuned - base", plots.heatmap(diff, title="head DLA difference", xlabel="head", ylabel="layer"))
-    record.expect("below_over_largest_change", below / float(diff.abs().max()), "<=", params["max_below_ratio"])
+    largest = float(diff.abs().max())
+    record.expect("below_over_largest_change", below / largest if largest else float("nan"), "<=",
+                  params["max_below_ratio"])
     record.expect(f"top_heads_of_layer_{first_tuned}", [head_name(*h) for h in top], "==", [head_name(*h) for h in named])
     changes = diff[first_tuned].abs().sort(descending=True).values.tolist()
     record.measure(changes_of_layer={head_name(first_tuned, h): float(diff[first_tuned, h]) for h in range(diff.shape[1])})
@@ -197,9 +204,11 @@ def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
 
 @claim(
     "RLHF-05",
-    rule="Holds when, patching resid_pre tuned → base on the canonical prompt, the (layer, position) with the "
-         "largest normalised logit diff is [`layer`, `position`] (`argmax_layer_pos`), ahead of the next location "
-         "by at least `min_margin` of its own effect (`margin_over_runner_up`).",
+    rule="Holds when the tuning moved the canonical prompt's logit diff towards the first answer by more than "
+         "ln 2 (`tuned_minus_base`), and, patching resid_pre tuned → base, the (layer, position) whose patch moves "
+         "the base model's logit diff furthest towards the first answer is [`layer`, `position`] "
+         "(`argmax_layer_pos`), ahead of the next location by at least `min_margin` of its own effect "
+         "(`margin_over_runner_up`).",
     statement="Residual patching tuned->base: position 4 into layer 11 is the only location adding negativity",
     shown="residual stream patching figure: position 4 going into layer 11",
     params={
@@ -212,10 +221,11 @@ def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
 def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
     """"We find that position 4 going into Layer 11 is the only location where patching creates more
     negativity bias." (seed 000, residual stream patching figure.)"""
+    record.expect("tuned_minus_base", pair.tuned_logit_diff - pair.base_logit_diff, ">", math.log(2))
     resid = P.patch_sweeps(pair, "resid_pre")["resid_pre"]
     tokens = pair.str_tokens()
     record.figure("resid_pre patching, tuned -> base", plots.heatmap(
-        resid, title="normalised logit diff", xlabel="position", ylabel="layer", xticks=tokens))
+        resid, title="patched - base logit diff", xlabel="position", ylabel="layer", xticks=tokens))
     layer, pos = P.argmax2d(resid)
     others = resid.clone()
     others[layer, pos] = float("-inf")
@@ -228,9 +238,10 @@ def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
 
 @claim(
     "RLHF-06",
-    rule="Holds when, patching tuned → base on the canonical prompt, the share of total |normalised effect| at "
-         "`position` is ≥ `min_share` for attention outputs (`attn_out_share_at_position`) and for MLP outputs "
-         "(`mlp_out_share_at_position`).",
+    rule="Holds when the tuning moved the canonical prompt's logit diff towards the first answer by more than "
+         "ln 2 (`tuned_minus_base`), and, patching tuned → base, the share of the total |change in the base model's "
+         "logit diff| at `position` is ≥ `min_share` for attention outputs (`attn_out_share_at_position`) and for "
+         "MLP outputs (`mlp_out_share_at_position`).",
     statement="Attention-out and MLP-out patching: position 4 is where the effect is",
     shown="attention-out and MLP-out patching figures: position 4 is where the action is",
     params={
@@ -243,11 +254,13 @@ def test_rlhf_05_one_residual_location_adds_negativity(params, pair, record):
 def test_rlhf_06_attention_and_mlp_effects_sit_at_one_position(params, pair, record):
     """"We can patch the MLPs and attention layers as well. Once again, we find that position 4 is where
     the action is." (seed 000, attention-out and MLP-out patching figures.)"""
+    record.expect("tuned_minus_base", pair.tuned_logit_diff - pair.base_logit_diff, ">", math.log(2))
     sweeps = P.patch_sweeps(pair, "attn_out", "mlp_out")
     tokens = pair.str_tokens()
     for name in ("attn_out", "mlp_out"):
         record.figure(f"{name} patching, tuned -> base", plots.heatmap(
-            sweeps[name], title=f"{name}: normalised logit diff", xlabel="position", ylabel="layer", xticks=tokens))
+            sweeps[name], title=f"{name}: patched - base logit diff", xlabel="position", ylabel="layer",
+            xticks=tokens))
     pos, share = params["position"], params["min_share"]
     record.expect("attn_out_share_at_position", P.mass_at(sweeps["attn_out"], pos), ">=", share)
     record.expect("mlp_out_share_at_position", P.mass_at(sweeps["mlp_out"], pos), ">=", share)
@@ -259,14 +272,17 @@ def test_rlhf_06_attention_and_mlp_effects_sit_at_one_position(params, pair, rec
     shown="single-head patching figure: the biggest changes in layer 11 heads, especially L11H10",
     rule="Holds when the tuning moved the canonical prompt's logit diff towards the first answer by more than "
          "ln 2 (`tuned_minus_base`); the named head's single tuned -> base patch moves the base model's logit diff "
-         "the most of all heads (`top_head`); it is ahead of the runner-up by at least `min_margin` of its own "
-         "effect (`margin_over_runner_up`), a near-tie being no finding; and, where the review family has at least "
+         "the most of all heads (`top_head`), by at least `min_share` of the tuned - base gap (`share_of_gap`: "
+         "a sliver of what tuning did is not where it happened); it is ahead of the runner-up by at least "
+         "`min_margin` of its own effect (`margin_over_runner_up`), a near-tie being no finding; and, where the "
+         "review family has at least "
          "two prompts, the 95% interval of the mean per-prompt difference between the two heads' effects lies above "
          "0 (`family_margin_ci95_low` > 0).",
     params={**PAIR_PARAMS,
             "head": Param("the head whose single patch has the largest effect, 'layer.head'", type=str),
             "min_margin": Param("the named head's effect exceeds the runner-up's by at least this share of its own",
-                                0.1)},
+                                0.1),
+            "min_share": Param("the named head's effect is at least this share of the tuned - base gap", 0.05)},
 )
 def test_rlhf_07_top_single_head(params, pair, base_model, tuned_model, record):
     """"Each head shown was tested independently, and the biggest changes in logit difference occurred in
@@ -279,9 +295,9 @@ def test_rlhf_07_top_single_head(params, pair, base_model, tuned_model, record):
         effects, title="patched - base logit diff", xlabel="head", ylabel="layer"))
     top, runner_up = P.top_heads(effects, 2, signed=True)
     named = parse_head(params["head"])
-    record.measure(top_heads={head_name(*h): float(effects[h]) for h in P.top_heads(effects, 3, signed=True)},
-                   share_of_gap={head_name(*h): float(effects[h]) / gap if gap else float("nan") for h in (top, runner_up)})
+    record.measure(top_heads={head_name(*h): float(effects[h]) for h in P.top_heads(effects, 3, signed=True)})
     record.expect("top_head", head_name(*top), "==", head_name(*named))
+    record.expect("share_of_gap", float(effects[named]) / gap if gap else float("nan"), ">=", params["min_share"])
     record.expect("margin_over_runner_up", relative_margin(float(effects[top]), float(effects[runner_up])), ">=",
                   params["min_margin"])
     family = family_pairs(params, base_model, tuned_model, record)
@@ -302,15 +318,15 @@ def test_rlhf_07_top_single_head(params, pair, base_model, tuned_model, record):
          "(`tuned_minus_base`), patching the named heads tuned -> base makes the base model prefer the first "
          "(`patched_base_logit_diff` > 0) and recovers at least `min_share` of the tuned - base gap "
          "(`recovered_share`), a crossing of zero by less being a base model sitting near zero; the named heads' "
-         "patched logit diff reaches the `min_percentile` of every set of as many heads from their layers "
-         "(`percentile_among_head_sets`); and, where the review family has at least two prompts, the 95% interval "
+         "patched logit diff is strictly above at least a share `min_percentile` of the other sets of as many heads "
+         "from their layers (`percentile_among_head_sets`; ties do not count); and, where the review family has at least two prompts, the 95% interval "
          "of the mean patched - base logit diff over them lies above 0 (`family_effect_ci95_low` > 0).",
     params={
         **PAIR_PARAMS,
         "heads": Param("the heads patched together, 'layer.head'", type=list),
         "min_share": Param("the named heads recover at least this share of the tuned - base gap", 0.1),
-        "min_percentile": Param("the named heads' patched logit diff reaches at least this percentile of every "
-                                "set of as many heads from their layers", 0.95),
+        "min_percentile": Param("the named heads' patched logit diff is strictly above at least this share of the "
+                                "other sets of as many heads from their layers", 0.95),
     },
 )
 def test_rlhf_08_two_heads_flip_the_prediction(params, pair, base_model, tuned_model, record):
@@ -340,7 +356,10 @@ def test_rlhf_08_two_heads_flip_the_prediction(params, pair, base_model, tuned_m
     record.expect("patched_base_logit_diff", patched, ">", 0.0)
     record.expect("recovered_share", (patched - pair.base_logit_diff) / gap if gap else float("nan"), ">=",
                   params["min_share"])
-    record.expect("percentile_among_head_sets", percentile_of(patched, [v for _, v in sets]), ">=",
+    # the named set's value from the same sweep as the others: two code paths differ in the last bits
+    others = {tuple(sorted(s)): v for s, v in sets}
+    named_value = others.pop(tuple(sorted(heads)), patched)
+    record.expect("percentile_among_head_sets", percentile_of(named_value, others.values()), ">=",
                   params["min_percentile"])
     family = family_pairs(params, base_model, tuned_model, record)
     if len(family) >= 2:
