@@ -76,3 +76,40 @@ def percentile_of(value: float, baseline) -> float:
 def relative_margin(first: float, second: float) -> float:
     """How far ahead of the runner-up the first is, as a share of the first: 0 is a tie, 1 a runner-up at 0."""
     return (first - second) / abs(first) if first else float("nan")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The `k` options with the highest mean score over prompts, and how far the last of them leads the next.
+
+    `lead` is the 95% interval of the per-prompt difference between the last chosen option and the
+    runner-up: where it reaches 0 the choice is a tie, inside the noise of the prompts it was made on.
+    On a single prompt there is no interval, and the choice is neither confirmed nor a tie."""
+
+    chosen: tuple
+    runner_up: object
+    means: dict
+    lead: Interval
+
+    @property
+    def margin(self) -> float:
+        """The last chosen option's mean over the runner-up's, as a share of its own."""
+        return relative_margin(self.means[self.chosen[-1]], self.means[self.runner_up]) \
+            if self.runner_up is not None else float("nan")
+
+    @property
+    def tie(self) -> bool:
+        return self.lead.n >= 2 and not self.lead.low > 0
+
+
+def choose(per_prompt, k: int = 1) -> Choice:
+    """The `k` best options by their mean over prompts; `per_prompt` holds one {option: score} per prompt,
+    every prompt with the same options. Ties in the means keep the options' order."""
+    per_prompt = list(per_prompt)
+    options = list(per_prompt[0])
+    means = {o: float(np.mean([p[o] for p in per_prompt])) for o in options}
+    ranked = sorted(options, key=lambda o: -means[o])
+    chosen, runner_up = tuple(ranked[:k]), (ranked[k] if len(ranked) > k else None)
+    lead = mean_interval(p[chosen[-1]] - p[runner_up] for p in per_prompt) if runner_up is not None \
+        else Interval(float("nan"), float("nan"), float("nan"), 0)
+    return Choice(chosen, runner_up, means, lead)

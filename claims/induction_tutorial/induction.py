@@ -1,7 +1,7 @@
 """The induction circuit of seed 002 ("Her name was Alex Hart. Tomorrow at lunch time Alex" -> " Hart"):
 the name task and its corruptions, residual-stream and head patching in the tutorial's direction,
-head classes from attention patterns, composition against the layer pair's distribution, prompt
-families of name pairs, and the analysis that names a model's circuit for the registry.
+head classes from attention patterns, composition against the layer pair's distribution, and prompt
+families of name pairs (the parameters are found by claims/induction_tutorial/discover.py).
 
 Direction: as in the tutorial, every patch copies an activation of a corrupted run (the donor) into
 the clean run (the recipient), and the metric is the clean run's logit diff between the clean answer
@@ -434,59 +434,6 @@ def family_class_scores(model, family: Family) -> list[dict[str, Tensor]]:
     return patterns_scores
 
 
-# ---------------------------------------------------------------------------------------------
-# Analysis: which heads form a model's circuit (for the registry)
-
-
-def analyse_circuit(model, params: Mapping, *, n_family: int = 40, half: int = 12, batch: int = 16,
-                    min_score: float = 0.4, seed: int = 1) -> dict:
-    """Name the circuit's heads from data the claims do not test on:
-    - the induction head: highest induction-stripe score (attention to the token after the current
-      token's earlier copy) on repeated random tokens, in any layer after the first;
-    - the previous-token and duplicate-token heads: highest class scores in the layers before the
-      induction head's, on a family of name prompts that leaves out the canonical names;
-    - the supporting heads: every other head whose best class score reaches `min_score`;
-    - the positions: from the canonical prompt's tokens (the final token is the repeated first name,
-      the answer the last name).
-    Returns the registry parameters with the scores they rest on."""
-    L = model.cfg.n_layers
-    stripe = stripe_scores(model, half, batch, seed)
-    induction = top_head(stripe, layers=range(1, L))
-    li = parse_head(induction)[0]
-    family = name_family(model, {**params, "positions": canonical_positions(model, params)}, n_family, seed=seed)
-    scores = class_scores(model, to_tokens(model, family.prompts))
-    prev = top_head(scores["previous_token"], layers=range(li))
-    dup = top_head(scores["duplicate_token"], layers=range(li))
-    classes = classify(scores, min_score)
-    named = {induction, prev, dup}
-    supporting = sorted(h for h, c in classes.items() if c != "other" and h not in named)
-    toks = [s.strip() for s in str_tokens(model, to_tokens(model, params["prompt"])[0])]
-    pos = canonical_positions(model, params)
-    found = {
-        "positions": {k: int(v) for k, v in pos.items()},
-        "prev_token_head": prev,
-        "duplicate_token_head": dup,
-        "induction_head": induction,
-        "supporting_heads": sorted({prev, dup} | set(supporting)),
-    }
-    evidence = {
-        "induction_stripe": {induction: score_of(stripe, induction), "runner_up": _runner_up(stripe, induction)},
-        "previous_token": {prev: score_of(scores["previous_token"], prev)},
-        "duplicate_token": {dup: score_of(scores["duplicate_token"], dup)},
-        "classes": {h: c for h, c in classes.items() if c != "other"},
-        "tokens": toks,
-    }
-    problems = []
-    if score_of(stripe, induction) < min_score:
-        problems.append(f"no induction head: the best induction-stripe score after layer 0 is "
-                        f"{score_of(stripe, induction):.3f} ({induction}), below {min_score}")
-    for role, head, kind in (("previous-token", prev, "previous_token"), ("duplicate-token", dup, "duplicate_token")):
-        if score_of(scores[kind], head) < min_score:
-            problems.append(f"no {role} head before layer {li}: the best score is {score_of(scores[kind], head):.3f} "
-                            f"({head}), below {min_score}")
-    return {"params": found, "evidence": evidence, "circuit_found": not problems, "problems": problems}
-
-
 def _runner_up(scores: Tensor, head: str) -> float:
     s = scores.clone()
     l, h = parse_head(head)
@@ -545,36 +492,3 @@ def composition_figure(comp: Composition, n_heads: int):
                          f"({comp.sender} -> {comp.receiver}: {comp.score:.3f})",
                    xlabel=f"receiving head (layer {comp.receiver.split('.')[0]})",
                    ylabel=f"sending head (layer {comp.sender.split('.')[0]})", cbar="composition score")
-
-
-def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - a command-line helper
-    """python -m claims.induction_tutorial.induction zoo:names-2l [--subject NAME]: print the analysed parameters as TOML."""
-    import argparse
-    import json
-
-    from fixtures import subjects as registry
-    from fixtures import zoo  # noqa: F401  (registers the zoo: checkpoints)
-    from lib.loading import load_model
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint")
-    ap.add_argument("--subject", default="gelu-2l", help="registry subject whose prompt and corruptions to use")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    model = load_model(args.checkpoint)
-    subject = registry.load_registry()[args.subject]
-    params = dict(subject.params)
-    result = analyse_circuit(model, params)
-    p = result["params"]
-    print(f"# analysed by claims.induction_tutorial.induction.analyse_circuit on {args.checkpoint}")
-    print(f"# evidence: {json.dumps(result['evidence'])}")
-    for problem in result["problems"]:
-        print(f"# WARNING: {problem}")
-    print(f"positions = {{ first_name = {p['positions']['first_name']}, last_name = {p['positions']['last_name']}, final = {p['positions']['final']} }}")
-    for k in ("prev_token_head", "duplicate_token_head", "induction_head"):
-        print(f'{k} = "{p[k]}"')
-    print("supporting_heads = [" + ", ".join(f'"{h}"' for h in p["supporting_heads"]) + "]")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

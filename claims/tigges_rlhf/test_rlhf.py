@@ -172,7 +172,10 @@ def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, base_model, tune
          "first tuned layer L is ≤ `max_below_ratio` times the largest anywhere (`below_over_largest_change`), "
          "and the heads of layer L with the largest |change| are exactly `heads` (`top_heads_of_layer_L`), the "
          "last of them ahead of the next head by at least `min_margin` of its own |change| "
-         "(`margin_of_last_named_over_next`).",
+         "(`margin_of_last_named_over_next`); and, where the review family has at least two prompts, the 95% "
+         "interval of the mean per-prompt lead of the smallest named |change| over the largest other one in that "
+         "layer lies above 0 (`family_margin_ci95_low` > 0: the named heads are that layer's top heads across "
+         "the family, not on one prompt).",
     statement="Per-head DLA difference is zero below layer 10; heads 10.4 and 10.9 differ most",
     shown="per-head DLA difference figure: identical in the first 10 blocks; heads 4 and 9 of layer 10 differ",
     params={
@@ -183,7 +186,7 @@ def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, base_model, tune
                             "its own", 0.1),
     },
 )
-def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
+def test_rlhf_04_heads_that_changed(params, pair, base_model, tuned_model, record):
     """"As expected, for the first 10 decoder blocks the logit difference is identical between models.
     Heads 4 and 9 in Layer 10 show significant differences." (seed 000, per-head DLA difference.)"""
     first_tuned = min(tuned_layers(params, base_model))
@@ -200,6 +203,12 @@ def test_rlhf_04_heads_that_changed(params, pair, base_model, record):
     record.measure(changes_of_layer={head_name(first_tuned, h): float(diff[first_tuned, h]) for h in range(diff.shape[1])})
     record.expect("margin_of_last_named_over_next", relative_margin(changes[len(named) - 1], changes[len(named)]), ">=",
                   params["min_margin"])
+    family = family_pairs(params, base_model, tuned_model, record)
+    if len(family) >= 2:
+        lead = mean_interval(P.lead_of_heads(P.head_dla_diff(p)[first_tuned].abs(), [h for _, h in named])
+                             for p in family)
+        record.measure(family_margin=lead.as_json())
+        record.expect("family_margin_ci95_low", lead.low, ">", 0.0)
 
 
 @claim(
