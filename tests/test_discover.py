@@ -59,12 +59,17 @@ def test_subject_file_is_read_by_the_registry_with_ties_left_out(tmp_path):
     assert subject.params["family"][0]["prompt"] == "The film was quite"
 
 
-# The zoo's registered parameters are what discovery finds; a tie (or nothing found) is registered
-# refuted, never as holding.
+# The zoo's registered parameters are what discovery finds; where it finds a tie (or nothing), the claim is
+# not registered, or registered refuted, never as holding. The pairs' registered `family` is the held-out
+# half of the built-in family, which discovery splits afresh.
 @pytest.mark.parametrize("name", ["review-pair", "fx-review-bpe-pair", "names-2l", "fx-names-lower"])
 def test_registry_agrees_with_discovery(name):
     subject = registry.load_registry()[name]
-    d = D.discover_subject(subject.checkpoints, subject.params, D.settings_of(subject))
+    params = {k: v for k, v in subject.params.items() if k != "family"}
+    d = D.discover_subject(subject.checkpoints, params, D.settings_of(subject))
+    if "family" in subject.params:
+        held_out = {row["prompt"] for row in d.params["family"]}
+        assert held_out <= set(subject.params["family"]["templates"]), f"{name}: the registered family is not the held-out half"
     for cid, found in d.found.items():
         if cid not in subject.claims:
             continue
@@ -74,3 +79,19 @@ def test_registry_agrees_with_discovery(name):
         params = subject.claim_params(cid)
         for key, pick in found.params.items():
             assert params.get(key) == pick.value, f"{name} {cid}: {key} registered {params.get(key)!r}, discovered {pick.value!r}"
+
+
+def test_without_a_family_every_parameter_is_unconfirmed():
+    """One canonical prompt: discovery and confirmation would be the same data, so nothing is confirmed
+    and nothing is called a tie."""
+    from fixtures import zoo  # noqa: F401  (registers zoo: references)
+    from lib.loading import load_model
+
+    base, tuned = load_model("zoo:review-lm"), load_model("zoo:review-lm-negative")
+    params = {"prompt": "This movie was really", "answers": [" bad", " good"],
+              "family": [{"prompt": "This movie was really", "answers": [" bad", " good"]}]}
+    found, held_out, where = D.discover_pair(base, tuned, params)
+    assert held_out == [] and "canonical prompt alone" in where
+    picks = [p for f in found.values() for p in f.params.values() if p.choice is not None]
+    assert picks and all(not p.choice.tie and "unconfirmed" in D.describe(p) for p in picks)
+    assert found["RLHF-07"].params["head"].value == "5.4"

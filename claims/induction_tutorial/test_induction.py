@@ -101,7 +101,7 @@ def _flows(model, params, record):
 
 @claim(
     "IND-03",
-    rule="Holds when the last-name corruption moves the canonical prompt's logit diff by at least `min_effect` "
+    rule="Holds when the last-name corruption lowers the canonical prompt's logit diff by at least `min_effect` "
          "(`corruption_effect`), so that there is information to follow, and, in residual-stream patching from "
          "that corruption, the first block after which patching the final position changes the logit diff more "
          "than patching the last-name position lies in `layer_range` [lo, hi] inclusive (`transition_layer`).",
@@ -111,7 +111,7 @@ def _flows(model, params, record):
         **TASK_PARAMS,
         **POSITIONS,
         "layer_range": Param("[lo, hi]: the transition layer lies in lo..hi (inclusive)", type=list),
-        "min_effect": Param("the last-name corruption moves the clean logit diff by at least this (ln 2: the odds "
+        "min_effect": Param("the last-name corruption lowers the clean logit diff by at least this (ln 2: the odds "
                             "between the answers change twofold); a smaller change is noise to follow", 0.693),
     },
 )
@@ -226,7 +226,8 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
     """"So it appears that head 1.6 ... is very important, and to a lesser extent heads 0.1, 0.2, and
     1.1." (seed 002, Method 2, head patching from the Carroll run, and the head-by-position figures.)
     The head whose patching changes the logit diff most is `induction_head`; the next `n_next` are among
-    `supporting_heads`. Over a family of name pairs: the share of prompts where it is the top head."""
+    `supporting_heads`. Over a family of name pairs: the 95% interval of its lead over the canonical
+    runner-up (and, measured, the share of prompts where it is the top head)."""
     task = I.task_from_params(model, params)
     patching = {c: I.head_patching(model, task, c) for c in I.CORRUPTIONS}
     hp = patching["last_name"]

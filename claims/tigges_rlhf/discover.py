@@ -40,7 +40,7 @@ def discover(base, tuned, params: dict, members: Sequence[ReviewPrompt]) -> dict
                                             f"the two largest mean |per-head DLA change| in layer {first}")})
 
     # positions from the end: -1 is every prompt's last token
-    shortest = min(p.tokens.shape[1] for p in pairs)
+    shortest = min(n_canon, *(p.tokens.shape[1] for p in pairs))
     resid = []
     for p in pairs:
         sweep, n = P.patch_sweeps(p, "resid_pre")["resid_pre"], p.tokens.shape[1]

@@ -98,7 +98,7 @@ def top_heads(scores: Float[Tensor, "layer head"], k: int, layer: int | None = N
 def lead_of_heads(values: Float[Tensor, " head"], named: Sequence[int]) -> float:
     """The smallest of the named heads' values minus the largest of the others': > 0 where they are the top."""
     others = [v for h, v in enumerate(values.tolist()) if h not in named]
-    return min(float(values[h]) for h in named) - max(others)
+    return min(float(values[h]) for h in named) - max(others, default=0.0)
 
 
 SWEEPS = {
