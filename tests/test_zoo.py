@@ -397,3 +397,21 @@ def test_attn_only_2l_build_log_and_analysis_agree_on_the_induction_score():
     scores = induction_stripe_scores(model, probe, params["probe_half"])
     assert last["induction_score"] == pytest.approx(float(scores[-1].max()), abs=1e-5)
     assert last["induction_head"] == f"{model.cfg.n_layers - 1}.{int(scores[-1].argmax())}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Group composition (seed 003: UNIV-01)
+
+
+def test_s4_seeds_generalise_and_the_random_table_does_not():
+    """Each seed of s4-1l answers its held-out pairs; the random-table control only its training pairs."""
+    from claims.chughtai_groups import universality as U
+
+    for name, seeds, generalises in (("s4-1l", range(4), True), ("s4-1l-random-table", range(2), False)):
+        for seed in seeds:
+            model = load_model(f"zoo:{name}/seed-{seed}")
+            task = U.GroupTask.from_log(model.checkpoint.path / "train_log.json")
+            logits = U.group_logits(model, task.elements)
+            assert U.accuracy(logits, task, task.train) > 0.95
+            assert (U.accuracy(logits, task, task.test) > 0.95) == generalises
+            assert len(set(task.train) & set(task.test)) == 0 and len(task.train) + len(task.test) == 24 * 24
