@@ -31,7 +31,7 @@ def regular_representation(table: np.ndarray) -> np.ndarray:
     return rep
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class Irrep:
     matrices: np.ndarray  # [|G|, d, d], orthogonal
 
