@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from claims.tigges_rlhf import pair as P
 from fixtures.discover import Found, Pick
 from fixtures.prompts import ReviewPrompt
 from lib.heads import head_name
+from lib.prompts import to_tokens
 from lib.stats import choose
 
 
@@ -22,9 +25,8 @@ def component_name(label: str) -> str:
 def discover(base, tuned, params: dict, members: Sequence[ReviewPrompt]) -> dict[str, Found]:
     """RLHF-03..08's parameters on `members` (each a prompt with its answers)."""
     pairs = [P.run_pair(base, tuned, m.prompt, m.answers) for m in members]
-    n_canon = P.run_pair(base, tuned, params["prompt"], params["answers"]).tokens.shape[1]
-    n_heads = base.cfg.n_heads
-    layers = params.get("tuned_layers") or [base.cfg.n_layers - 2, base.cfg.n_layers - 1]
+    n_canon = to_tokens(base, params["prompt"]).shape[1]
+    layers = P.tuned_layers(params, base)
     found = {}
 
     attributions = [{k: abs(v) for k, v in P.layer_attributions(p.tuned, p.tuned_cache, p.answers).items()}
@@ -34,7 +36,7 @@ def discover(base, tuned, params: dict, members: Sequence[ReviewPrompt]) -> dict
                                                 "the largest mean |direct logit attribution| to the tuned logit diff")})
 
     first = min(layers)
-    changes = [{head_name(first, h): float(P.head_dla_diff(p)[first, h].abs()) for h in range(n_heads)} for p in pairs]
+    changes = [{head_name(first, h): float(d) for h, d in enumerate(P.head_dla_diff(p)[first].abs())} for p in pairs]
     c = choose(changes, k=2)
     found["RLHF-04"] = Found({"heads": Pick(sorted(c.chosen), c, c.runner_up,
                                             f"the two largest mean |per-head DLA change| in layer {first}")})
@@ -62,8 +64,8 @@ def discover(base, tuned, params: dict, members: Sequence[ReviewPrompt]) -> dict
                                                "the position with the largest share of both the attention and the "
                                                "MLP patching effects")})
 
-    effects = [{head_name(*h): float(P.single_head_effects(p)[h]) for h in
-                [(layer, h) for layer in range(base.cfg.n_layers) for h in range(n_heads)]} for p in pairs]
+    effects = [{head_name(layer, h): float(e) for (layer, h), e in np.ndenumerate(P.single_head_effects(p).numpy())}
+               for p in pairs]
     c = choose(effects)
     found["RLHF-07"] = Found({"head": Pick(c.chosen[0], c, c.runner_up, "the largest mean single-head patch effect "
                                                                           "(tuned -> base) towards the first answer")})

@@ -95,6 +95,12 @@ def top_heads(scores: Float[Tensor, "layer head"], k: int, layer: int | None = N
     return [(int(i) // n_heads, int(i) % n_heads) for i in flat]
 
 
+def tuned_layers(params, model) -> list[int]:
+    """The blocks the tuning changed: the subject's `tuned_layers`, else the last two."""
+    layers = params.get("tuned_layers")
+    return [model.cfg.n_layers - 2, model.cfg.n_layers - 1] if layers is None else layers
+
+
 def lead_of_heads(values: Float[Tensor, " head"], named: Sequence[int]) -> float:
     """The smallest of the named heads' values minus the largest of the others': > 0 where they are the top."""
     others = [v for h, v in enumerate(values.tolist()) if h not in named]

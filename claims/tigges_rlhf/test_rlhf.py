@@ -33,11 +33,6 @@ def pair(params, base_model, tuned_model) -> P.Pair:
     return P.run_pair(base_model, tuned_model, params["prompt"], params["answers"])
 
 
-def tuned_layers(params, model) -> list[int]:
-    layers = params["tuned_layers"]
-    return [model.cfg.n_layers - 2, model.cfg.n_layers - 1] if layers is None else layers
-
-
 def family_pairs(params, base_model, tuned_model, record) -> list[P.Pair]:
     """Both models on every member of the review family (the subject's `family`, else the built-in one) that
     the tokenizer takes. The record says how many members ran and how many were left out, and why; with
@@ -113,7 +108,7 @@ def test_rlhf_02_only_the_last_two_layers_change(params, pair, base_model, tuned
     expected, since by default in TRLX only two layers of original model are unfrozen for RLHF
     training." (seed 000, logit lens figure.) Blocks below the tuned ones must be bit-identical, the
     logit-lens curves equal there, and the curves must part after."""
-    first_tuned = min(tuned_layers(params, base_model))
+    first_tuned = min(P.tuned_layers(params, base_model))
     div = block_divergence(base_model, tuned_model)
     base_lens, tuned_lens, labels = P.lens_curves(pair)
     gap = (tuned_lens - base_lens).abs()
@@ -189,7 +184,7 @@ def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, base_model, tune
 def test_rlhf_04_heads_that_changed(params, pair, base_model, tuned_model, record):
     """"As expected, for the first 10 decoder blocks the logit difference is identical between models.
     Heads 4 and 9 in Layer 10 show significant differences." (seed 000, per-head DLA difference.)"""
-    first_tuned = min(tuned_layers(params, base_model))
+    first_tuned = min(P.tuned_layers(params, base_model))
     diff = P.head_dla_diff(pair)
     named = sorted(parse_head(h) for h in params["heads"])
     top = sorted(P.top_heads(diff, len(named), layer=first_tuned))
@@ -347,7 +342,7 @@ def test_rlhf_08_two_heads_flip_the_prediction(params, pair, base_model, tuned_m
     heads = [parse_head(h) for h in params["heads"]]
     patched = P.patched_heads_logit_diff(pair, heads)
     gap = pair.tuned_logit_diff - pair.base_logit_diff
-    layers = tuned_layers(params, base_model)
+    layers = P.tuned_layers(params, base_model)
     singles = P.best_head_sets(pair, layers, 1)
     sets = P.best_head_sets(pair, sorted({layer for layer, _ in heads}), len(heads))
     smallest, reached = P.smallest_flipping_set(pair, [s[0][0] for s in singles])
