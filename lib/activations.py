@@ -1,6 +1,7 @@
 """Token batches from text, and neuron activations read through the model's hooks."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -8,7 +9,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from lib.errors import HookNameError
+from lib.errors import HookNameError, HookNotFired
 
 
 def text_tokens(model, texts: Sequence[str], n_ctx: int | None = None, *, bos_in_mask: bool = False
@@ -31,17 +32,57 @@ def text_tokens(model, texts: Sequence[str], n_ctx: int | None = None, *, bos_in
     return tokens, mask
 
 
+class _Captured(Exception):
+    """Raised inside a forward pass once every activation asked for has been captured."""
+
+
+@torch.no_grad()
+def capture(model, tokens: Int[Tensor, "batch pos"], names: Sequence[str]) -> dict[str, Tensor]:
+    """The activations at the hooks `names` on one batch, from a forward pass that stops once the last of them
+    has fired: what comes after (the later blocks, the unembedding over the whole vocabulary) is never
+    computed, and no logits are held."""
+    names = list(dict.fromkeys(names))
+    missing = [n for n in names if n not in model.hook_dict]
+    if missing:
+        raise HookNameError(f"the model has no hook {missing[0]!r}; layers run from 0 to {model.cfg.n_layers - 1}")
+    got: dict[str, Tensor] = {}
+
+    def keep(act, hook=None, name=""):
+        got.setdefault(name, act.detach().clone())  # later in-place operations must not reach it
+        if len(got) == len(names):
+            raise _Captured
+        return act
+
+    hooks = [(n, functools.partial(keep, name=n)) for n in names]
+    try:
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
+    except _Captured:
+        pass
+    if len(got) != len(names):
+        raise HookNotFired(f"the hooks {[n for n in names if n not in got]} never fired in a forward pass")
+    return got
+
+
+@torch.no_grad()
+def masked_acts(model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"], names: Sequence[str],
+                batch_size: int = 200) -> dict[str, Float[Tensor, "n d"]]:
+    """Per hook of `names`: its activations at every position of `mask`, stacked as rows (row-major), from
+    one stopped forward pass per batch for all the hooks."""
+    out: dict[str, list[Tensor]] = {n: [] for n in names}
+    for t, m in zip(tokens.split(batch_size), mask.split(batch_size)):
+        for name, act in capture(model, t, names).items():
+            out[name].append(act[m.to(act.device)].float())
+    return {n: torch.cat(v) for n, v in out.items()}
+
+
 @torch.no_grad()
 def neuron_acts(model, tokens: Int[Tensor, "batch pos"], layers: Sequence[int],
                 batch_size: int = 256) -> Float[Tensor, "batch pos layer d_mlp"]:
     """MLP neuron activations (`blocks.L.mlp.hook_post`) of every layer in `layers`, on the CPU (the
     probes and graphs that read them are fitted there)."""
     names = [get_act_name("post", layer) for layer in layers]
-    missing = [n for n in names if n not in model.hook_dict]
-    if missing:
-        raise HookNameError(f"the model has no hook {missing[0]!r}; layers run from 0 to {model.cfg.n_layers - 1}")
     out = []
     for t in tokens.split(batch_size):
-        _, cache = model.run_with_cache(t.to(model.cfg.device), names_filter=lambda n: n in names)
-        out.append(torch.stack([cache[n].float().cpu() for n in names], dim=2))
+        acts = capture(model, t, names)
+        out.append(torch.stack([acts[n].float().cpu() for n in names], dim=2))
     return torch.cat(out)

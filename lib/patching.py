@@ -15,9 +15,10 @@ metric with `batched = True` (see `lib.metrics.Metric`) is called once on a stac
 How the runs are made fast, without changing their numbers:
 - many patched runs share one batch;
 - a run patched at layer L starts at block L from the recipient's cached residual stream;
-- a run whose earliest patch is at position p computes positions p.. only: attention reads the keys and
-  values of earlier positions from the recipient's run, since nothing before p can change (causality);
-  the logits of earlier positions are the recipient's;
+- a run whose patches first change a value at position p (a patch at every position of a prompt pair
+  that differs from p on writes the recipient's own values before p) computes positions p.. only:
+  attention reads the keys and values of earlier positions from the recipient's run, since nothing
+  before p can change (causality); the logits of earlier positions are the recipient's;
 - a run whose patches copy values identical to the recipient's is the recipient's run.
 On first use per model and token shape the fast path, and separately the skipping of earlier positions,
 is checked against the model's own forward pass (within float rounding at the logits' scale, see
@@ -402,13 +403,23 @@ def _path_check(rec: Recipient, flag: str, start: int) -> tuple[bool, str]:
 # Running patched runs
 
 
-def _shift(index: Index, dim: int, start: int) -> Index:
-    """`index` into positions start.. instead of 0.. (only integer positions are ever shifted)."""
+def _shift(index: Index, dim: int, start: int, n_pos: int) -> Index:
+    """`index` into positions start.. instead of 0..; positions before `start` drop out (a run starts at
+    the first position its patches change, so they write the recipient's own values there)."""
     if start == 0:
         return index
     index = tuple(index)
     e = index[dim]
-    return index[:dim] + ((e - start) if e >= 0 else e,) + index[dim + 1 :]
+    if isinstance(e, slice):
+        kept = range(n_pos)[e]  # torch slices step forwards
+        kept = kept[next((i for i, p in enumerate(kept) if p >= start), len(kept)):]
+        e = slice(kept.start - start, kept.stop - start, kept.step) if kept else slice(0, 0)
+    elif isinstance(e, int) and not isinstance(e, bool):
+        p = e if e >= 0 else n_pos + e
+        e = p - start if p >= start else slice(0, 0)
+    else:
+        raise ValueError(f"position index {e!r} cannot be shifted; patch it without position truncation")
+    return index[:dim] + (e,) + index[dim + 1 :]
 
 
 def _first_pos(index: Index, name: str, n_pos: int) -> int:
@@ -420,6 +431,31 @@ def _first_pos(index: Index, name: str, n_pos: int) -> int:
     if isinstance(e, int) and not isinstance(e, bool):
         return e if e >= 0 else n_pos + e
     return 0
+
+
+class _Changes:
+    """Where the donor's values differ from the recipient's, per hook name (computed on first use)."""
+
+    def __init__(self, rec: Recipient, donor: Donor):
+        self.rec, self.donor, self.differs = rec, donor, {}
+
+    def first_pos(self, index: Index, name: str, n_pos: int) -> int:
+        """The first position at which the patch writes a value other than the recipient's own (n_pos where
+        it writes none): the positions before it are copies of the recipient's, so a run need not compute
+        them. Falls back to `_first_pos` where the index cannot be laid over the activation."""
+        dim = pos_dim(name)
+        if dim is None:
+            return 0
+        if name not in self.differs:
+            self.differs[name] = donor_activation(self.donor, name) != self.rec.acts[name]  # NaN counts as a change
+        differs = self.differs[name]
+        try:
+            where = torch.zeros_like(differs)
+            where[index] = True
+        except (IndexError, TypeError, RuntimeError):
+            return _first_pos(index, name, n_pos)
+        per_pos = (differs & where).movedim(dim, 0).reshape(differs.shape[dim], -1).any(1).nonzero()
+        return int(per_pos[0]) if len(per_pos) else n_pos
 
 
 def _patch_hooks(rec: Recipient, runs: list[_Run], donor: Donor, start: int, fired: set) -> list:
@@ -434,7 +470,7 @@ def _patch_hooks(rec: Recipient, runs: list[_Run], donor: Donor, start: int, fir
         dim = pos_dim(name) if start else None
         source = donor_activation(donor, name)
         source = source.narrow(dim, start, source.shape[dim] - start) if start else source
-        shifted = [(i, _shift(index, dim, start)) for i, index in items]
+        shifted = [(i, _shift(index, dim, start, rec.n_pos)) for i, index in items]
         last = max(i for i, _ in items)
 
         def hook(act, hook=None, _name=name, _source=source, _items=shifted, _last=last):
@@ -624,12 +660,14 @@ def run_patches(
         if have != want:
             raise ShapeMismatch(f"donor activation {name} has shape {tuple(have)}, the recipient's is {tuple(want)}")
     n_layers, n = model.cfg.n_layers, rec.n_pos
+    changed = _Changes(rec, donor)
     plan = []
     for i, patches in enumerate(runs):
         patches = [(name, index if isinstance(index, tuple) else (index,)) for name, index in patches]
         entry = min((_entry(model, name) for name, _ in patches), default=n_layers)
-        start = min((_first_pos(index, name, n) for name, index in patches), default=n)
-        plan.append(_Run(patches=patches, entry=entry, start=start if fast and rec.truncate else 0, index=i))
+        first = changed.first_pos if skip_identical else _first_pos
+        start = min((first(index, name, n) for name, index in patches), default=n)
+        plan.append(_Run(patches=patches, entry=entry, start=min(start, n - 1) if fast and rec.truncate else 0, index=i))
 
     vocab = rec.logits.shape[-1]
     max_tokens = max_tokens or max(n * rec.batch, min(4096, (1 << 25) // max(vocab, 1)))

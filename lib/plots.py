@@ -53,18 +53,23 @@ def bars(values: Mapping[str, float] | Mapping[str, Sequence[float]], *, title: 
     return fig
 
 
+MAX_TICKS = 48
+
+
 def heatmap(values, *, title: str, xlabel: str, ylabel: str, xticks: Sequence[str] | None = None,
             yticks: Sequence[str] | None = None, centre: bool = True, cbar: str = ""):
     """A [rows, cols] heatmap, diverging around 0 unless `centre=False` (e.g. layer x position)."""
     v = _np(values)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * v.shape[1] + 2), max(3.0, 0.3 * v.shape[0] + 1.5)))
+    fig, ax = plt.subplots(figsize=(min(max(4.0, 0.45 * v.shape[1] + 2), 16.0), min(max(3.0, 0.3 * v.shape[0] + 1.5), 16.0)))
     if centre:
         lim = float(np.nanmax(np.abs(v))) or 1.0
         im = ax.imshow(v, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     else:
         im = ax.imshow(v, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(v.shape[1]), xticks if xticks is not None else range(v.shape[1]), rotation=60, fontsize=7)
-    ax.set_yticks(range(v.shape[0]), yticks if yticks is not None else range(v.shape[0]), fontsize=7)
+    for axis, n, labels in ((ax.xaxis, v.shape[1], xticks), (ax.yaxis, v.shape[0], yticks)):
+        every = -(-n // MAX_TICKS)  # at most MAX_TICKS labels per axis (e.g. 144 heads: every third)
+        labels = list(labels if labels is not None else range(n))
+        axis.set_ticks(range(0, n, every), labels[::every], fontsize=7, rotation=60 if axis is ax.xaxis else 0)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     fig.colorbar(im, ax=ax, label=cbar)
     fig.tight_layout()

@@ -22,6 +22,7 @@ from jaxtyping import Bool, Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lib.activations import masked_acts
 from lib.errors import HookNameError, SAEError
 from lib.interventions import mean_hooks, splice_hooks, zero_hooks
 
@@ -243,12 +244,7 @@ def hook_acts(model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch
     """The activations at `hook_name` at every real token position, stacked as rows."""
     if hook_name not in model.hook_dict:
         raise HookNameError(f"the model has no hook {hook_name!r}; MLP outputs are at blocks.L.hook_mlp_out")
-    out, device = [], model.cfg.device
-    for t, m in zip(tokens.split(batch_size), mask.split(batch_size)):
-        _, cache = model.run_with_cache(t.to(device), names_filter=hook_name)
-        act = cache[hook_name]
-        out.append(act[m.to(act.device)].float())
-    return torch.cat(out)
+    return masked_acts(model, tokens, mask, [hook_name], batch_size)[hook_name]
 
 
 def next_token_nll(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos-1"]:
@@ -257,15 +253,19 @@ def next_token_nll(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor,
 
 
 def lm_loss(model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"],
-            fwd_hooks: list[tuple[str, Callable]] = (), batch_size: int = 200) -> float:
-    """Mean next-token cross-entropy over the real target tokens, with `fwd_hooks` applied."""
+            fwd_hooks: list[tuple[str, Callable]] = (), batch_size: int = 200, max_logits: int = 1 << 25) -> float:
+    """Mean next-token cross-entropy over the real target tokens, with `fwd_hooks` applied; in batches of at
+    most `batch_size` rows whose logits hold at most `max_logits` numbers (with a 50k-token vocabulary the
+    logits are the largest tensor by far)."""
     total, count = 0.0, 0
+    batch_size = max(1, min(batch_size, max_logits // (tokens.shape[1] * model.cfg.d_vocab)))
     with torch.no_grad():
         for t, m in zip(tokens.split(batch_size), mask.split(batch_size)):
             logits = model.run_with_hooks(t, fwd_hooks=list(fwd_hooks))
             m = m.to(logits.device)
             total += (next_token_nll(logits, t) * m[:, 1:]).sum().item()
             count += m[:, 1:].sum().item()
+            del logits
     return total / count
 
 

@@ -13,6 +13,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+MAX_LOGITS = 1 << 27  # numbers in one step's logits, at most
 NextLogits = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch d_vocab"]]
 
 
@@ -58,6 +59,8 @@ def sample_completions(model, prompts: Sequence[str], n: int, *, seed: int, max_
     if longest + max_new_tokens > model.cfg.n_ctx:
         raise ValueError(f"a prompt of {longest} tokens and {max_new_tokens} new ones exceed the model's context of "
                          f"{model.cfg.n_ctx}; shorten the prompts or sample fewer tokens")
+    # every position's logits are computed: bound them (a 50k-token vocabulary makes them the largest tensor)
+    batch_size = max(1, min(batch_size, MAX_LOGITS // ((longest + max_new_tokens) * model.cfg.d_vocab)))
     rows = sample_tokens(
         lambda tokens: model.run_with_hooks(tokens.to(device), fwd_hooks=list(fwd_hooks))[:, -1],
         [tokenized[prompts[i % len(prompts)]] for i in range(n)],

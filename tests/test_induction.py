@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from transformer_lens.utilities import get_act_name
 
 from claims.induction_tutorial import induction as I
+from lib.causal import leftward_leak
 from lib.heads import composition_scores
 from lib.metrics import logit_diff
 from lib.prompts import differing_positions
@@ -67,6 +68,18 @@ def test_resid_flow_matches_the_tutorial_loop(model, task, params):
         for pos in (0, params["positions"]["last_name"], params["positions"]["final"]):
             logits = _tutorial_patch(model, task, "last_name", name, (slice(None), pos))
             assert float(flow[row, pos]) == pytest.approx(float(logit_diff(logits, task.answers)), abs=1e-4)
+
+
+def test_leftward_leak_sees_a_model_that_reads_the_future(model, task, params):
+    """IND-04's negative: with a hook adding every position's mean residual stream to each position (which no
+    causal model does), patching at p changes the logits before p, and leftward_leak measures it."""
+    p = params["positions"]["last_name"]
+    donor = task.corrupted["last_name"]
+    assert leftward_leak(model, donor, task.tokens, 0, p)[0] <= 1e-5
+    see_ahead = lambda resid, hook: resid + resid.mean(1, keepdim=True)
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", see_ahead)]):
+        before, after = leftward_leak(model, donor, task.tokens, 0, p)
+    assert before > 1e-3 and after > 0
 
 
 def test_resid_flow_is_causal(model, task, params):

@@ -308,6 +308,31 @@ def test_patching_position_p_never_changes_earlier_logits(setup, data):
 
 
 @HYPOTHESIS
+@given(data=st.data())
+def test_runs_start_where_the_donor_first_differs(setup, data):
+    """A donor that agrees with the recipient before position k: runs patched over many positions start at
+    the first position their patches change, and give a full forward pass's logits, whatever the index of
+    the position axis (all, a range with a step, one position counted from either end)."""
+    model, n = setup.model, setup.corrupted.shape[1]
+    k = data.draw(st.integers(0, n - 1))
+    donor_tokens = setup.corrupted.clone()
+    donor_tokens[0, k:] = torch.tensor(data.draw(st.lists(st.integers(4, model.cfg.d_vocab - 1), min_size=n - k, max_size=n - k)))
+    with torch.no_grad():
+        _, donor = model.run_with_cache(donor_tokens)
+    a = data.draw(st.integers(0, n - 1))
+    positions = st.sampled_from([slice(None), slice(a, data.draw(st.integers(a + 1, n)), data.draw(st.integers(1, 3))), a, a - n])
+    runs = []
+    for _ in range(3):
+        field = data.draw(st.sampled_from(FIELDS))
+        patch = _patch(field, data.draw(st.integers(0, model.cfg.n_layers - 1)), 0, data.draw(st.integers(0, model.cfg.n_heads - 1)))
+        name, index = patch
+        runs.append([(name, index[:1] + (data.draw(positions),) + index[2:])])
+    runs.append(runs[0] + runs[1])
+    fast = P.run_patches(model, setup.corrupted, donor, runs)
+    torch.testing.assert_close(fast, P.run_patches(model, setup.corrupted, donor, runs, fast=False), atol=ATOL, rtol=0)
+
+
+@HYPOTHESIS
 @given(layer=st.integers(0, 2), fast=st.booleans())
 def test_patching_every_position_of_a_layer_gives_the_donor_run(setup, layer, fast):
     """Clean residual stream at every position of a layer, patched into the corrupted run: the clean run."""

@@ -33,7 +33,15 @@ from lib.heads import (
 )
 from lib.metrics import answer_rank, logit_diff, logit_diff_metric
 from lib.names import FIRST_NAMES, LAST_NAMES
-from lib.patching import donor_cache, head_out_by_pos_sweep, head_out_sweep, patched_logits, run_patches
+from lib.patching import (
+    Recipient,
+    donor_cache,
+    head_out_by_pos_sweep,
+    head_out_sweep,
+    patched_logits,
+    recipient_run,
+    run_patches,
+)
 from lib.prompts import answer_token, differing_positions, paired_tokens, str_tokens, to_tokens
 from lib.sequences import repeated_random_tokens
 from lib.stats import relative_margin
@@ -214,18 +222,36 @@ class HeadPatching:
         return self.clean - self.all_pos
 
 
-def head_patching(model, task: NameTask, corruption: str = "last_name", by_pos: bool = True) -> HeadPatching:
+def head_patching(model, task: NameTask, corruption: str = "last_name", by_pos: bool = True,
+                  recipient: Recipient | None = None) -> HeadPatching:
     """Each head's output (hook_z) from the corrupted run patched into the clean run, at all positions and
-    (if `by_pos`) at each position."""
-    corrupted = task.corrupted[corruption]
-    cache = donor_cache(model, corrupted, model, names=lambda n: n.endswith("attn.hook_z"))
+    (if `by_pos`) at each position. `recipient`: the clean run's `recipient_run`, shared between corruptions."""
+    rec = recipient or clean_run(model, task)
+    with torch.no_grad():
+        corrupt_logits, cache = model.run_with_cache(task.corrupted[corruption], names_filter=_is_z)
+    return _head_patching(model, task, rec, corrupt_logits, cache, by_pos)
+
+
+def clean_run(model, task: NameTask) -> Recipient:
+    """The clean prompt's run, which head patching from every corruption starts from."""
+    return recipient_run(model, task.tokens, _z_hooks(model))
+
+
+def _is_z(name: str) -> bool:
+    return name.endswith("attn.hook_z")
+
+
+def _z_hooks(model) -> list[str]:
+    return [get_act_name("z", layer) for layer in range(model.cfg.n_layers)]
+
+
+def _head_patching(model, task: NameTask, rec: Recipient, corrupt_logits: Tensor, cache, by_pos: bool) -> HeadPatching:
     metric = logit_diff_metric(task.answers)
-    clean = float(metric(run_logits(model, task.tokens)))
-    corrupt = float(metric(run_logits(model, corrupted)))
-    all_pos = head_out_sweep(model, task.tokens, cache, metric)
+    clean, corrupt = float(metric(rec.logits)), float(metric(corrupt_logits))
+    all_pos = head_out_sweep(model, task.tokens, cache, metric, recipient=rec)
     grid = None
     if by_pos:
-        lph = head_out_by_pos_sweep(model, task.tokens, cache, metric)  # layer pos head
+        lph = head_out_by_pos_sweep(model, task.tokens, cache, metric, recipient=rec)  # layer pos head
         grid = lph.permute(0, 2, 1).reshape(-1, task.n_pos)
     return HeadPatching(clean, corrupt, all_pos, grid)
 
@@ -413,11 +439,18 @@ def name_family(model, params: Mapping, n: int, seed: int = 0) -> Family:
 
 
 def family_head_effects(model, family: Family) -> list[Float[Tensor, "layer head"]]:
-    """Per prompt of the family, every head's effect in last-name head patching."""
+    """Per prompt of the family, every head's effect in last-name head patching (the corrupted runs in one
+    batch where the prompts share a length)."""
+    tasks = [name_task(model, p, a, {"last_name": c})
+             for p, a, c in zip(family.prompts, family.answers, family.corruptions["last_name"])]
+    if len({t.corrupted["last_name"].shape for t in tasks}) != 1:
+        return [head_patching(model, t, by_pos=False).effect for t in tasks]
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(torch.cat([t.corrupted["last_name"] for t in tasks]), names_filter=_is_z)
     out = []
-    for prompt, answer, corrupt in zip(family.prompts, family.answers, family.corruptions["last_name"]):
-        task = name_task(model, prompt, answer, {"last_name": corrupt})
-        out.append(head_patching(model, task, by_pos=False).effect)
+    for i, t in enumerate(tasks):
+        one = {name: act[i : i + 1] for name, act in cache.items()}
+        out.append(_head_patching(model, t, clean_run(model, t), logits[i : i + 1], one, by_pos=False).effect)
     return out
 
 

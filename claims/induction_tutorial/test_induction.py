@@ -149,6 +149,7 @@ def test_ind_04_information_flows_only_rightward(subject, params, model, record)
     at or after p would prove nothing, so its effect there is required too."""
     tokens = model.to_tokens(params["prompt"])
     n_pos, vocab = tokens.shape[1], model.cfg.d_vocab
+    base_logits = I.run_logits(model, tokens)
     leaks, effects = [], []
 
     @settings(max_examples=params["examples"], deadline=None, database=None,
@@ -158,7 +159,7 @@ def test_ind_04_information_flows_only_rightward(subject, params, model, record)
         donor = tokens.clone()
         donor[0, pos:] = torch.tensor(data.draw(st.lists(st.integers(0, vocab - 1), min_size=n_pos - pos, max_size=n_pos - pos)))
         donor[0, pos] = (tokens[0, pos] + 1 + data.draw(st.integers(0, vocab - 2))) % vocab
-        before, after = leftward_leak(model, donor, tokens, layer, pos)
+        before, after = leftward_leak(model, donor, tokens, layer, pos, base_logits=base_logits)
         leaks.append(before)
         effects.append(after)
 
@@ -229,7 +230,8 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
     `supporting_heads`. Over a family of name pairs: the 95% interval of its lead over the canonical
     runner-up (and, measured, the share of prompts where it is the top head)."""
     task = I.task_from_params(model, params)
-    patching = {c: I.head_patching(model, task, c) for c in I.CORRUPTIONS}
+    clean_run = I.clean_run(model, task)
+    patching = {c: I.head_patching(model, task, c, recipient=clean_run) for c in I.CORRUPTIONS}
     hp = patching["last_name"]
     record.figure("head patching (last name corruption)", I.head_figure(hp, "last_name"))
     for corruption, result in patching.items():

@@ -24,18 +24,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from fixtures.cache import array_sha256, cached_sae
 from fixtures.zoo import corpus
 from lib import probes
-from lib.activations import text_tokens
+from lib.activations import capture, masked_acts, text_tokens
 from lib.divergence import block_of, param_diffs
 from lib.errors import SuiteError
 from lib.interventions import feature_ablation_hooks
-from lib.sae import SAE, SAETrainConfig, decoder_matches, decoder_overlap, hook_acts, sae_metrics
+from lib.sae import SAE, SAETrainConfig, decoder_matches, decoder_overlap, sae_metrics
 
 REVIEW_PROMPTS = corpus.RL_PROMPTS  # prefixes for sampled completions (the RL prompts of the zoo)
 VADER_MAX = 4.0  # the lexicon's ratings run from -4 to +4
@@ -121,26 +121,32 @@ class Dictionaries:
     metrics: list[dict] = field(default_factory=list)
 
 
-def train_dictionaries(model, s: Settings, l1_coeff: float) -> Dictionaries:
+def train_dictionaries(model, s: Settings, l1_coeff: float, held_out: dict[str, Tensor]) -> Dictionaries:
     """Two tied SAEs (n = d_model and 2n) per layer on the model's MLP outputs over review text, cached by
-    the model's weights, the hook, the sha256 of the training token ids and the training settings."""
+    the model's weights, the hook, the sha256 of the training token ids and the training settings; scored
+    on `held_out` (`heldout_acts`). The training activations of every layer come from one pass over the
+    text, made only where some autoencoder is not cached yet."""
     tokens, mask = text_tokens(model, corpus.reviews(s.n_reviews, s.data_seed), bos_in_mask=True)
-    held_out = text_tokens(model, corpus.reviews(s.label_reviews, s.label_seed), bos_in_mask=True)
     key_base = {"model": model.checkpoint.weights_sha256, "tokens": array_sha256(tokens, mask)}
+    hooks = [get_act_name("mlp_out", layer) for layer in s.layers]
+    every_layer = functools.cache(lambda: masked_acts(model, tokens, mask, hooks))
     small, large, metrics = {}, {}, []
-    for layer in s.layers:
-        hook = get_act_name("mlp_out", layer)
-        acts = functools.cache(lambda hook=hook: hook_acts(model, tokens, mask, hook))
+    for layer, hook in zip(s.layers, hooks):
         for size, into in ((1, small), (2, large)):
             cfg = SAETrainConfig(d_sae=size * model.cfg.d_model, tied=True, l1_coeff=l1_coeff, lr=s.lr,
                                  batch_size=s.batch_size, seed=s.data_seed)
-            into[layer] = cached_sae({**key_base, "hook": hook}, acts, cfg)[0].to(device_of(model))
-        test = hook_acts(model, *held_out, hook)  # reviews the autoencoders were not trained on
+            into[layer] = cached_sae({**key_base, "hook": hook}, lambda hook=hook: every_layer()[hook], cfg)[0].to(device_of(model))
+        test = held_out[hook]
         metrics.append({"layer": layer, "l1_coeff": l1_coeff,
                         "overlap": decoder_overlap(small[layer], large[layer], s.overlap_cosine),
                         **{f"{k}_n": v for k, v in sae_metrics(small[layer], test).items()},
                         **{f"{k}_2n": v for k, v in sae_metrics(large[layer], test).items()}})
     return Dictionaries(small, large, metrics)
+
+
+def label_tokens(model, s: Settings) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
+    """The held-out reviews the autoencoders are scored and their features labelled on (BOS in the mask)."""
+    return text_tokens(model, corpus.reviews(s.label_reviews, s.label_seed), bos_in_mask=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,15 +201,15 @@ def word_acts(model, prefixes: list[str], words: list[str], hooks: list[str],
         rows.append(ids)
         spans.append((start, len(ids)))
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    device, out = device_of(model), {h: [] for h in hooks}
+    out = {h: [] for h in hooks}
     for b in range(0, len(rows), batch_size):
         chunk, chunk_spans = rows[b:b + batch_size], spans[b:b + batch_size]
         tokens = torch.full((len(chunk), max(map(len, chunk))), pad, dtype=torch.long)
         for i, r in enumerate(chunk):
             tokens[i, : len(r)] = r  # right padding: no real token attends to it
-        _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda name: name in hooks)
+        acts = capture(model, tokens, hooks)
         for h in hooks:
-            out[h] += [cache[h][i, a:z].float().mean(0) for i, (a, z) in enumerate(chunk_spans)]
+            out[h] += [acts[h][i, a:z].float().mean(0) for i, (a, z) in enumerate(chunk_spans)]
     return {h: torch.stack(v) for h, v in out.items()}
 
 
@@ -269,16 +275,17 @@ def token_words(model, tokens: Int[Tensor, "batch pos"]) -> list[list[str]]:
 
 
 @torch.no_grad()
-def label_features(model, saes: dict[int, SAE], layers: Sequence[int], s: Settings,
+def label_features(model, saes: dict[int, SAE], layers: Sequence[int], s: Settings, held_out: dict[str, Tensor],
                    candidates: dict[int, Tensor] | None = None) -> dict[int, dict]:
-    """Per layer: each feature's mean VADER valence over its `label_top_k` strongest activations on held-out
-    reviews, and the features labelled feedback-related (|mean valence| >= min_valence, among `candidates`)."""
-    tokens, mask = text_tokens(model, corpus.reviews(s.label_reviews, s.label_seed), bos_in_mask=True)
+    """Per layer: each feature's mean VADER valence over its `label_top_k` strongest activations on the
+    held-out reviews (`held_out`: their MLP outputs, `heldout_acts`), and the features labelled
+    feedback-related (|mean valence| >= min_valence, among `candidates`)."""
+    tokens, mask = label_tokens(model, s)
     words = np.array([w for row, m in zip(token_words(model, tokens), mask) for w, keep in zip(row, m) if keep])
     valence = torch.tensor([corpus.valence(w) for w in words], device=device_of(model))
     out = {}
     for l in layers:
-        z = saes[l].encode(hook_acts(model, tokens, mask, get_act_name("mlp_out", l)))  # [n_tokens, d_sae]
+        z = saes[l].encode(held_out[get_act_name("mlp_out", l)])  # [n_tokens, d_sae]
         top_val, top_idx = z.topk(s.label_top_k, dim=0)  # [k, d_sae]
         mean_valence = torch.where(top_val > 0, valence[top_idx], torch.nan).nanmean(0)
         alive = (top_val > 0).any(0)
@@ -338,15 +345,21 @@ class Analysis:
         self.model, self.s = model, settings
 
     @functools.cached_property
+    def heldout_acts(self) -> dict[str, Tensor]:
+        """The MLP outputs of every studied layer on the held-out reviews (`label_tokens`)."""
+        hooks = [get_act_name("mlp_out", l) for l in self.s.layers]
+        return masked_acts(self.model, *label_tokens(self.model, self.s), hooks)
+
+    @functools.cached_property
     def dictionaries(self) -> Dictionaries:
-        return train_dictionaries(self.model, self.s, self.s.l1_coeff)
+        return train_dictionaries(self.model, self.s, self.s.l1_coeff, self.heldout_acts)
 
     @functools.cached_property
     def paper_dictionaries(self) -> Dictionaries:
         """The dictionaries with the paper's L1 coefficient (the same as `dictionaries` where the subject keeps it)."""
         if self.s.paper_l1_coeff == self.s.l1_coeff:
             return self.dictionaries
-        return train_dictionaries(self.model, self.s, self.s.paper_l1_coeff)
+        return train_dictionaries(self.model, self.s, self.s.paper_l1_coeff, self.heldout_acts)
 
     @functools.cached_property
     def triples(self) -> list[Triple]:
@@ -378,7 +391,7 @@ class Analysis:
 
     @functools.cached_property
     def labels(self) -> dict[int, dict]:
-        return label_features(self.model, self.dictionaries.small, self.s.layers, self.s, self.candidates)
+        return label_features(self.model, self.dictionaries.small, self.s.layers, self.s, self.heldout_acts, self.candidates)
 
 
 _ANALYSES: dict[tuple, Analysis] = {}
