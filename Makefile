@@ -47,9 +47,12 @@ repro: zoo
 		--report-dir reports/repro-other-cpu; true
 	$(BIN)/python -m fixtures.verdicts reports/repro-native/claims.json reports/repro-other-cpu/claims.json
 
+# The patching sweeps against transformer_lens.patching, then every claim family at the published subjects'
+# shapes against its time and memory budget (the table; about 40 minutes), then the speedup line, last.
 bench: $(READY)
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-json=.benchmarks/latest.json -q
-	$(BIN)/python benchmarks/speedup.py .benchmarks/latest.json
+	$(BIN)/python -m benchmarks.scale; status=$$?; \
+	$(BIN)/python benchmarks/speedup.py .benchmarks/latest.json && exit $$status
 
 clean-cache:
 	rm -rf .cache

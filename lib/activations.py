@@ -37,10 +37,10 @@ class _Captured(Exception):
 
 
 @torch.no_grad()
-def capture(model, tokens: Int[Tensor, "batch pos"], names: Sequence[str]) -> dict[str, Tensor]:
-    """The activations at the hooks `names` on one batch, from a forward pass that stops once the last of them
-    has fired: what comes after (the later blocks, the unembedding over the whole vocabulary) is never
-    computed, and no logits are held."""
+def capture(model, tokens: Int[Tensor, "batch pos"], names: Sequence[str], fwd_hooks: Sequence = ()) -> dict[str, Tensor]:
+    """The activations at the hooks `names` on one batch, from a forward pass (with `fwd_hooks` applied
+    first) that stops once the last of them has fired: what comes after (the later blocks, the unembedding
+    over the whole vocabulary) is never computed, and no logits are held."""
     names = list(dict.fromkeys(names))
     missing = [n for n in names if n not in model.hook_dict]
     if missing:
@@ -55,7 +55,7 @@ def capture(model, tokens: Int[Tensor, "batch pos"], names: Sequence[str]) -> di
 
     hooks = [(n, functools.partial(keep, name=n)) for n in names]
     try:
-        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
+        model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[*fwd_hooks, *hooks])
     except _Captured:
         pass
     if len(got) != len(names):

@@ -7,11 +7,15 @@ completion and step (paired samples).
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from lib.activations import capture
+from lib.patching import mismatch
 
 MAX_LOGITS = 1 << 27  # numbers in one step's logits, at most
 NextLogits = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch d_vocab"]]
@@ -53,18 +57,84 @@ def sample_completions(model, prompts: Sequence[str], n: int, *, seed: int, max_
     step; decoded, without the prompt."""
     if n < 1 or not prompts:
         raise ValueError(f"sampling needs n >= 1 and at least one prompt, got n={n} and {len(prompts)} prompts")
-    device = next(model.parameters()).device
     tokenized = {p: model.to_tokens(p, truncate=False)[0].tolist() for p in dict.fromkeys(prompts)}
     longest = max(map(len, tokenized.values()))
     if longest + max_new_tokens > model.cfg.n_ctx:
         raise ValueError(f"a prompt of {longest} tokens and {max_new_tokens} new ones exceed the model's context of "
                          f"{model.cfg.n_ctx}; shorten the prompts or sample fewer tokens")
-    # every position's logits are computed: bound them (a 50k-token vocabulary makes them the largest tensor)
+    # where the full forward pass is the one used, every position's logits are computed: bound them (a
+    # 50k-token vocabulary makes them the largest tensor)
     batch_size = max(1, min(batch_size, MAX_LOGITS // ((longest + max_new_tokens) * model.cfg.d_vocab)))
     rows = sample_tokens(
-        lambda tokens: model.run_with_hooks(tokens.to(device), fwd_hooks=list(fwd_hooks))[:, -1],
+        next_token_logits(model, fwd_hooks),
         [tokenized[prompts[i % len(prompts)]] for i in range(n)],
         seed=seed, max_new_tokens=max_new_tokens, eos=model.tokenizer.eos_token_id, temperature=temperature,
         batch_size=batch_size,
     )
     return [model.tokenizer.decode(row).strip() for row in rows]
+
+
+
+def next_token_logits(model, fwd_hooks: Sequence = ()) -> NextLogits:
+    """The next-token logits of a TransformerLens-style model with `fwd_hooks` applied, by the fastest of
+    three ways that reproduces the model's own forward pass: keys and values kept between steps (a step
+    computes the new token alone), the last position alone unembedded, or the full forward pass. A faster
+    way is checked on its first two calls against the full pass (to float rounding, `lib.patching.mismatch`)
+    and dropped where it differs or fails; the full pass then serves."""
+    ways = [_kv_cached(model, fwd_hooks), _last_position(model, fwd_hooks)]
+    full = _full(model, fwd_hooks)
+    checks = [2]
+
+    @torch.no_grad()
+    def next_logits(tokens: Tensor) -> Tensor:
+        while ways and checks[0]:
+            reference = full(tokens)
+            try:
+                got = ways[0](tokens)
+                ok = not mismatch(got, reference)
+            except Exception:  # this way cannot run on this model: the next one
+                ok = False
+            if ok:
+                checks[0] -= 1
+                return got
+            ways.pop(0)
+            checks[0] = 2
+        return ways[0](tokens) if ways else full(tokens)
+
+    return next_logits
+
+
+def _full(model, fwd_hooks: Sequence) -> NextLogits:
+    device = next(model.parameters()).device
+    return lambda tokens: model.run_with_hooks(tokens.to(device), fwd_hooks=list(fwd_hooks))[:, -1]
+
+
+def _last_position(model, fwd_hooks: Sequence) -> NextLogits:
+    """The last block's resid_post at the last position, then ln_final and unembed."""
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+
+    def step(tokens: Tensor) -> Tensor:
+        resid = capture(model, tokens, [last], fwd_hooks)[last][:, -1:]
+        return model.unembed(model.ln_final(resid))[:, -1]
+
+    return step
+
+
+def _kv_cached(model, fwd_hooks: Sequence) -> NextLogits:
+    """The model's own key-value cache: a call whose tokens extend the previous call's by one computes that
+    token alone."""
+    device = next(model.parameters()).device
+    state: dict = {}
+
+    def step(tokens: Tensor) -> Tensor:
+        tokens, prev = tokens.to(device), state.get("tokens")
+        with model.hooks(fwd_hooks=list(fwd_hooks)), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # the cache's argument name is changing
+            if prev is not None and tokens.shape == (prev.shape[0], prev.shape[1] + 1) and torch.equal(tokens[:, :-1], prev):
+                logits, past = model(tokens[:, -1:], return_type="logits_and_cache", past_key_values=state["past"])
+            else:
+                logits, past = model(tokens, return_type="logits_and_cache", use_cache=True)
+        state.update(tokens=tokens, past=past)
+        return logits[:, -1]
+
+    return step

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.activations import neuron_acts, text_tokens
+from lib.activations import capture, masked_acts, neuron_acts, text_tokens
+from lib.errors import HookNameError
 from lib.loading import load_model
 
 
@@ -36,3 +37,23 @@ def test_neuron_acts_read_mlp_post(tiny):
     acts = neuron_acts(tiny, tokens, [1])
     _, cache = tiny.run_with_cache(tokens, names_filter="blocks.1.mlp.hook_post")
     torch.testing.assert_close(acts[:, :, 0], cache["blocks.1.mlp.hook_post"].float())
+
+
+def test_capture_is_run_with_cache_stopped_after_the_last_hook(tiny):
+    """The same activations as run_with_cache; nothing after the last hook asked for runs (no later block,
+    no unembedding), and no hook is left on the model."""
+    tokens, mask = text_tokens(tiny, ["This movie was really good .", "the plot"], bos_in_mask=True)
+    names = ["blocks.1.hook_mlp_out", "blocks.0.hook_resid_pre"]
+    with torch.no_grad():
+        _, cache = tiny.run_with_cache(tokens, names_filter=lambda n: n in names)
+    later = []
+    with tiny.hooks(fwd_hooks=[("blocks.2.hook_resid_pre", lambda act, hook=None: later.append(1))]):
+        got = capture(tiny, tokens, names)
+    assert not later
+    for n in names:
+        assert torch.equal(got[n], cache[n])
+    rows = masked_acts(tiny, tokens, mask, names, batch_size=1)
+    assert all(torch.equal(rows[n], cache[n][mask]) for n in names)
+    assert all(not hp.fwd_hooks for hp in tiny.hook_dict.values())
+    with pytest.raises(HookNameError, match="no hook"):
+        capture(tiny, tokens, ["blocks.9.hook_mlp_out"])

@@ -8,8 +8,9 @@ from transformer_lens.utilities import get_act_name
 
 from fixtures import zoo
 from fixtures.zoo import training as T
+from lib import sampling
 from lib.loading import load_model
-from lib.sampling import sample_completions, sample_tokens
+from lib.sampling import next_token_logits, sample_completions, sample_tokens
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,24 @@ def test_sampling_stays_paired_through_hooks_and_prompt_lengths(model):
     assert a == b
     with pytest.raises(ValueError, match="n >= 1"):
         sample_completions(model, prompts, 0, seed=5)
+
+
+@pytest.mark.parametrize("ref", ["zoo:tiny-gpt2", "zoo:tiny-neox"])
+@pytest.mark.parametrize("broken", [(), ("_kv_cached",), ("_kv_cached", "_last_position")])
+def test_next_token_logits_are_the_forward_passes(ref, broken, monkeypatch):
+    """Step by step (a prompt, then one token more at a time), with a hook: the logits of the model's own
+    forward pass, whichever way serves them; a way that gives other numbers (broken here on purpose) is
+    dropped after its check."""
+    model = load_model(ref)
+    tokens = model.to_tokens(["Her name was Alex Hart . Tomorrow at lunch", "Her name was Sam Hart . Later that day"])
+    halve = [(get_act_name("mlp_out", 0), lambda act, hook=None: act * 0.5)]
+    for name in broken:
+        monkeypatch.setattr(sampling, name, lambda model, hooks: lambda t: torch.zeros(t.shape[0], model.cfg.d_vocab))
+    with torch.no_grad():
+        full = model.run_with_hooks(tokens, fwd_hooks=halve)
+        next_logits = next_token_logits(model, halve)
+        for end in range(4, tokens.shape[1] + 1):
+            torch.testing.assert_close(next_logits(tokens[:, :end]), full[:, end - 1], atol=1e-4, rtol=0)
 
 
 def test_sampling_follows_the_distribution_and_stops_at_eos():
