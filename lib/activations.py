@@ -68,11 +68,23 @@ def masked_acts(model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "bat
                 batch_size: int = 200) -> dict[str, Float[Tensor, "n d"]]:
     """Per hook of `names`: its activations at every position of `mask`, stacked as rows (row-major), from
     one stopped forward pass per batch for all the hooks."""
-    out: dict[str, list[Tensor]] = {n: [] for n in names}
-    for t, m in zip(tokens.split(batch_size), mask.split(batch_size)):
-        for name, act in capture(model, t, names).items():
-            out[name].append(act[m.to(act.device)].float())
-    return {n: torch.cat(v) for n, v in out.items()}
+    rows: dict[str, list[Tensor | None]] = {n: [None] * len(tokens) for n in names}
+    for idx, width in length_batches(mask, batch_size):
+        m = mask[idx, :width]
+        for name, act in capture(model, tokens[idx, :width], names).items():
+            for i, a, keep in zip(idx.tolist(), act, m.to(act.device)):
+                rows[name][i] = a[keep].float()
+    return {n: torch.cat(v) for n, v in rows.items()}
+
+
+def length_batches(mask: Bool[Tensor, "batch pos"], batch_size: int) -> list[tuple[Int[Tensor, " rows"], int]]:
+    """Rows of right-padded text in batches of similar length, shortest first, each with the width that holds
+    its longest row: a causal model's outputs at the real tokens do not depend on the padding after them, so
+    the columns past it need not be computed."""
+    lengths = mask.flip(1).int().argmax(1).neg() + mask.shape[1]  # one past each row's last real token
+    lengths = torch.where(mask.any(1), lengths, torch.ones_like(lengths))
+    order = lengths.argsort(stable=True)
+    return [(idx, int(lengths[idx].max())) for idx in order.split(batch_size)]
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from lib.activations import capture
 from lib.patching import patched_logits
 
 
@@ -25,7 +26,7 @@ def leftward_leak(
     Returns (max |change in logits| at positions before `pos`, max |change| at `pos` and after).
     """
     name = f"blocks.{layer}.{hook}"
-    _, donor_cache = model.run_with_cache(donor_tokens, names_filter=lambda n: n == name)
+    donor_cache = capture(model, donor_tokens, [name])
     base = model(tokens) if base_logits is None else base_logits
     patched = patched_logits(model, tokens, donor_cache, [(name, (slice(None), pos))], fast=False)
     change = (patched - base).abs()

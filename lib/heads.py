@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
+from lib.activations import capture
 from lib.prompts import Prompts, to_tokens
 
 Kind = Literal["previous_token", "duplicate_token", "induction"]
@@ -76,9 +77,8 @@ def detection_pattern(tokens: Int[Tensor, " pos"], kind: Kind) -> Float[Tensor, 
 
 def attention_patterns(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "layer batch head dest src"]:
     names = [get_act_name("pattern", layer) for layer in range(model.cfg.n_layers)]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-    return torch.stack([cache[n] for n in names])
+    acts = capture(model, tokens, names)
+    return torch.stack([acts[n] for n in names])
 
 
 def pattern_scores(

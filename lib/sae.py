@@ -22,7 +22,7 @@ from jaxtyping import Bool, Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from lib.activations import masked_acts
+from lib.activations import length_batches, masked_acts
 from lib.errors import HookNameError, SAEError
 from lib.interventions import mean_hooks, splice_hooks, zero_hooks
 
@@ -260,7 +260,8 @@ def lm_loss(model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch p
     total, count = 0.0, 0
     batch_size = max(1, min(batch_size, max_logits // (tokens.shape[1] * model.cfg.d_vocab)))
     with torch.no_grad():
-        for t, m in zip(tokens.split(batch_size), mask.split(batch_size)):
+        for idx, width in length_batches(mask, batch_size):
+            t, m = tokens[idx, :width], mask[idx, :width]
             logits = model.run_with_hooks(t, fwd_hooks=list(fwd_hooks))
             m = m.to(logits.device)
             total += (next_token_nll(logits, t) * m[:, 1:]).sum().item()
@@ -270,18 +271,27 @@ def lm_loss(model, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch p
 
 
 def splice_losses(model, sae: SAE, tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"],
-                  hook_names: list[str], *, mean_ablation: bool = False) -> dict[str, list[float]]:
+                  hook_names: list[str], *, mean_ablation: bool = False, memo: dict | None = None) -> dict[str, list[float]]:
     """LM loss clean, with `sae` spliced in at each hook, and with each hook zero-ablated; with
-    `mean_ablation`, also with each hook's activation replaced by its mean over the real tokens of `tokens`."""
-    losses = {
-        "clean": lm_loss(model, tokens, mask),
-        "spliced": [lm_loss(model, tokens, mask, splice_hooks(h, sae)) for h in hook_names],
-        "zero_ablated": [lm_loss(model, tokens, mask, zero_hooks(h)) for h in hook_names],
-    }
-    if mean_ablation:
-        losses["mean_ablated"] = [lm_loss(model, tokens, mask, mean_hooks(h, hook_acts(model, tokens, mask, h).mean(0)))
-                                  for h in hook_names]
-    return losses
+    `mean_ablation`, also with each hook's activation replaced by its mean over the real tokens of `tokens`.
+    `memo`: losses already computed for this model, SAE and text, by (kind, hook); new ones are added."""
+    memo = {} if memo is None else memo
+
+    def loss(kind: str, hook: str = "") -> float:
+        if (kind, hook) not in memo:
+            if kind == "clean":
+                hooks = []
+            elif kind == "spliced":
+                hooks = splice_hooks(hook, sae)
+            elif kind == "zero_ablated":
+                hooks = zero_hooks(hook)
+            else:
+                hooks = mean_hooks(hook, hook_acts(model, tokens, mask, hook).mean(0))
+            memo[kind, hook] = lm_loss(model, tokens, mask, hooks)
+        return memo[kind, hook]
+
+    kinds = ("spliced", "zero_ablated", "mean_ablated") if mean_ablation else ("spliced", "zero_ablated")
+    return {"clean": loss("clean"), **{k: [loss(k, h) for h in hook_names] for k in kinds}}
 
 
 def loss_recovered(clean: float, spliced: float, ablated: float) -> float:

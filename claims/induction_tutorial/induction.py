@@ -277,7 +277,13 @@ def class_scores(model, tokens: Int[Tensor, "batch pos"]) -> dict[str, Float[Ten
     duplicate-token, induction), averaged over the destination positions that have such a cell, then
     over prompts. It is `transformer_lens.head_detector`'s "mul" score times (positions / positions with a
     cell): the same ranking of heads, on a scale where 1 means every such position attends only there."""
-    patterns = attention_patterns(model, tokens).float()  # layer batch head dest src
+    return pattern_class_scores(attention_patterns(model, tokens), tokens)
+
+
+def pattern_class_scores(patterns: Float[Tensor, "layer batch head dest src"], tokens: Int[Tensor, "batch pos"]
+                         ) -> dict[str, Float[Tensor, "layer head"]]:
+    """`class_scores` from the attention patterns of `tokens`."""
+    patterns = patterns.float()
     out = {}
     for kind in KINDS:
         det = torch.stack([detection_pattern(t, kind) for t in tokens]).to(patterns)  # batch dest src
@@ -461,10 +467,8 @@ def effect_of(effect: Float[Tensor, "layer head"], head: str) -> float:
 def family_class_scores(model, family: Family) -> list[dict[str, Tensor]]:
     """Per prompt of the family, the class scores of every head."""
     tokens = to_tokens(model, family.prompts)
-    patterns_scores = []
-    for row in tokens:
-        patterns_scores.append(class_scores(model, row[None]))
-    return patterns_scores
+    patterns = attention_patterns(model, tokens)
+    return [pattern_class_scores(patterns[:, i : i + 1], tokens[i : i + 1]) for i in range(len(tokens))]
 
 
 def _runner_up(scores: Tensor, head: str) -> float:

@@ -47,6 +47,19 @@ def trained_sae(model, params: dict, **overrides) -> tuple[S.SAE, dict]:
     return cached_sae(key, lambda: S.hook_acts(model, tokens, mask, hook_name(spec)), cfg)
 
 
+_LOSSES: dict[tuple, dict] = {}
+
+
+def heldout_losses(model, sae: S.SAE, params: dict, layers: list[int], mean_ablation: bool = False) -> dict:
+    """`lib.sae.splice_losses` on the held-out text at the MLP outputs of `layers`, each loss computed once per
+    session for this model, SAE and text (SAE-01 and SAE-02 share the clean loss and the SAE's own layer)."""
+    tokens, mask = reviews(model, params["heldout_text"])
+    sae_hash = array_sha256(*(v for _, v in sorted(sae.state_dict().items())))
+    memo = _LOSSES.setdefault((model.checkpoint.weights_sha256, sae_hash, array_sha256(tokens, mask)), {})
+    return S.splice_losses(model, sae, tokens, mask, [hook_name({"layer": l}) for l in layers],
+                           mean_ablation=mean_ablation, memo=memo)
+
+
 def extra_loss_ratios(clean: float, spliced: list[float], own: int) -> tuple[list[float], dict[int, float]]:
     """The extra loss over `clean` of splicing the SAE in after each layer's MLP, and, for every layer but
     `own`, its ratio to the extra loss at `own` (inf where that is not positive)."""

@@ -49,7 +49,7 @@ def test_sae_01_spliced_sae_keeps_loss_near_baseline(subject, params, model, rec
     sae, _ = A.trained_sae(model, params)
     hook = A.hook_name(params["sae"])
     tokens, mask = A.reviews(model, params["heldout_text"])
-    losses = S.splice_losses(model, sae, tokens, mask, [hook], mean_ablation=True)
+    losses = A.heldout_losses(model, sae, params, [params["sae"]["layer"]], mean_ablation=True)
     clean, spliced = losses["clean"], losses["spliced"][0]
     zero, mean = losses["zero_ablated"][0], losses["mean_ablated"][0]
     recovered = S.loss_recovered(clean, spliced, zero)
@@ -87,9 +87,8 @@ def test_sae_02_sae_at_another_layer_collapses_loss(subject, params, model, reco
     layer 31: (12.586 - 3.193) / (3.201 - 3.193) = 1174)."""
     sae, _ = A.trained_sae(model, params)
     own = params["sae"]["layer"]
-    tokens, mask = A.reviews(model, params["heldout_text"])
     layers = list(range(model.cfg.n_layers))
-    losses = S.splice_losses(model, sae, tokens, mask, [A.hook_name({"layer": l}) for l in layers])
+    losses = A.heldout_losses(model, sae, params, layers)
     clean, spliced = losses["clean"], losses["spliced"]
     extra, ratios = A.extra_loss_ratios(clean, spliced, own)
     tables.loss_per_layer(record, clean, spliced, losses["zero_ablated"], own, extra, ratios)
