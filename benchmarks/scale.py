@@ -108,8 +108,11 @@ def run_case(case: Case, out: Path) -> dict:
     if (work / "report" / "claims.json").is_file():
         verdicts = {r["claim"]: r["verdict"] for r in json.loads((work / "report" / "claims.json").read_text())["results"]}
     problems = [f"{c}: {verdicts.get(c, 'did not run')}" for c in case.claims if verdicts.get(c) not in ("holds", "refuted")]
-    over = [f"{seconds:.0f} s > {case.seconds:.0f} s" for _ in [0] if case.seconds and seconds > case.seconds]
-    over += [f"{peak:.0f} MB > {case.megabytes:.0f} MB" for _ in [0] if case.megabytes and (peak or 0) > case.megabytes]
+    over = []
+    if case.seconds and seconds > case.seconds:
+        over.append(f"{seconds:.0f} s > {case.seconds:.0f} s")
+    if case.megabytes and (peak or 0) > case.megabytes:
+        over.append(f"{peak:.0f} MB > {case.megabytes:.0f} MB")
     return {"case": case.name, "family": case.family, "shape": case.shape, "seconds": seconds, "peak_mb": peak,
             "budget_s": case.seconds, "budget_mb": case.megabytes, "problems": problems, "over": over}
 
