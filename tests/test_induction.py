@@ -173,6 +173,12 @@ def test_name_family(model, params):
     assert I.name_family(model, params, 12, seed=3).prompts == family.prompts  # a function of the seed
     effects = I.family_head_effects(model, I.name_family(model, params, 3))
     assert len(effects) == 3 and all(e.shape == (model.cfg.n_layers, model.cfg.n_heads) for e in effects)
+    heads = ["1.3", "0.2"]
+    some = I.family_head_effects(model, I.name_family(model, params, 3), heads)
+    for every, only in zip(effects, some):
+        assert torch.allclose(only[1, 3], every[1, 3], atol=1e-5) and torch.allclose(only[0, 2], every[0, 2], atol=1e-5)
+        assert int(only.isnan().sum()) == only.numel() - 2
+        assert I.top_of(only, heads) == max(heads, key=lambda h: abs(I.effect_of(every, h)))
 
 
 @settings(max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

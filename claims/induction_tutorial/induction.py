@@ -38,6 +38,7 @@ from lib.patching import (
     donor_cache,
     head_out_by_pos_sweep,
     head_out_sweep,
+    head_patches,
     patched_logits,
     recipient_run,
     run_patches,
@@ -444,20 +445,38 @@ def name_family(model, params: Mapping, n: int, seed: int = 0) -> Family:
     )
 
 
-def family_head_effects(model, family: Family) -> list[Float[Tensor, "layer head"]]:
-    """Per prompt of the family, every head's effect in last-name head patching (the corrupted runs in one
-    batch where the prompts share a length)."""
+def family_head_effects(model, family: Family, heads: Sequence[str] | None = None) -> list[Float[Tensor, "layer head"]]:
+    """Per prompt of the family, each head's effect in last-name head patching (the corrupted runs in one
+    batch where the prompts share a length): every head, or only `heads` (the others NaN)."""
     tasks = [name_task(model, p, a, {"last_name": c})
              for p, a, c in zip(family.prompts, family.answers, family.corruptions["last_name"])]
-    if len({t.corrupted["last_name"].shape for t in tasks}) != 1:
-        return [head_patching(model, t, by_pos=False).effect for t in tasks]
     with torch.no_grad():
-        logits, cache = model.run_with_cache(torch.cat([t.corrupted["last_name"] for t in tasks]), names_filter=_is_z)
+        if len({t.corrupted["last_name"].shape for t in tasks}) != 1:
+            corrupted = [model.run_with_cache(t.corrupted["last_name"], names_filter=_is_z) for t in tasks]
+        else:
+            logits, cache = model.run_with_cache(torch.cat([t.corrupted["last_name"] for t in tasks]), names_filter=_is_z)
+            corrupted = [(logits[i : i + 1], {name: act[i : i + 1] for name, act in cache.items()})
+                         for i in range(len(tasks))]
     out = []
-    for i, t in enumerate(tasks):
-        one = {name: act[i : i + 1] for name, act in cache.items()}
-        out.append(_head_patching(model, t, clean_run(model, t), logits[i : i + 1], one, by_pos=False).effect)
+    for t, (corrupt_logits, cache) in zip(tasks, corrupted):
+        rec = clean_run(model, t)
+        if heads is None:
+            out.append(_head_patching(model, t, rec, corrupt_logits, cache, by_pos=False).effect)
+            continue
+        metric = logit_diff_metric(t.answers)
+        parsed = [parse_head(h) for h in heads]
+        patched = run_patches(model, t.tokens, cache, [head_patches([lh]) for lh in parsed], metric, recipient=rec)
+        effect = torch.full((model.cfg.n_layers, model.cfg.n_heads), float("nan"))
+        clean = float(metric(rec.logits))
+        for (layer, head), value in zip(parsed, patched.tolist()):
+            effect[layer, head] = clean - value
+        out.append(effect)
     return out
+
+
+def top_of(effect: Float[Tensor, "layer head"], heads: Sequence[str]) -> str:
+    """The head among `heads` with the largest |effect|."""
+    return max(heads, key=lambda h: abs(effect_of(effect, h)))
 
 
 def effect_of(effect: Float[Tensor, "layer head"], head: str) -> float:
