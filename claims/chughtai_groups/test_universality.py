@@ -69,6 +69,12 @@ def test_univ_01_group_composition_circuits(subject, params, model_store, record
             "kept_test_accuracy": U.accuracy(U.keep_only(logits, [reps[i] for i in key]), task, task.test),
         }
     record.measure(per_seed=per_seed, irrep_dimensions=[r.dim for r in reps])
+    labels = [U.irrep_label(r, i + 1) for i, r in enumerate(reps)]
+    record.table("Per seed: each irrep's share of the logit variance, the key irreps, and test accuracy with them "
+                 "removed and kept alone", ["seed", *labels, "key irreps", "test acc", "removed", "kept alone"],
+                 [[seed, *(round(r["irrep_shares"][k], 3) for k in labels), ", ".join(r["key_irreps"]) or "none",
+                   round(r["test_accuracy"], 3), round(r["ablated_test_accuracy"], 3), round(r["kept_test_accuracy"], 3)]
+                  for seed, r in per_seed.items()])
     rows = per_seed.values()
     record.expect("lowest_test_accuracy", min(r["test_accuracy"] for r in rows), ">=", params["min_test_accuracy"])
     record.expect("most_key_irreps", max(len(r["key_irreps"]) for r in rows), "<=", params["max_irreps"])
