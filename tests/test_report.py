@@ -170,6 +170,22 @@ def test_report_embeds_figures_and_links_them(tmp_path):
     assert len(list((tmp_path / "figures").glob("*.png"))) == 2
 
 
+def test_shown_lists_where_each_claim_held_and_was_refuted(tmp_path):
+    def rec(claim, subject, verdict):
+        r = ClaimRecord(claim=claim, subject=subject)
+        r.verdict = verdict
+        return r
+
+    records = [rec("A-01", "pos", "holds"), rec("A-01", "neg", "expected-refuted"), rec("A-01", "user", "refuted"),
+               rec("B-01", "pos", "holds"), rec("B-01", "neg", "regression"), rec("C-01", "x", "not-run")]
+    t = report_mod.shown(records)
+    assert t.rows == [["A-01", "pos", "neg, user"], ["B-01", "pos", "—"]]
+    assert t.title.startswith("Shown to pass and to fail: 1 of 2 claims")
+    paths = report_mod.write_report(records, {"versions": {}, "checkpoints": {}}, tmp_path)
+    assert "| A-01 | pos | neg, user |" in paths["claims.md"].read_text()
+    assert "Shown to pass and to fail" in paths["claims.html"].read_text()
+
+
 def test_interrupted_write_leaves_the_previous_report_whole(tmp_path, monkeypatch):
     report_mod.write_report(_records(1), {"run": "first"}, tmp_path)
     before = {n: (tmp_path / n).read_bytes() for n in ("claims.json", "claims.md", "claims.html")}
