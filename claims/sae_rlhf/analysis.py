@@ -29,8 +29,8 @@ def reviews(model, spec: dict):
 def train_config(model, spec: dict, **overrides) -> S.SAETrainConfig:
     return S.SAETrainConfig(**{
         "d_sae": spec["expansion"] * model.cfg.d_model, "l1_coeff": spec["l1_coeff"], "lr": spec["lr"],
-        "batch_size": spec["batch_size"], "epochs": spec["epochs"], "normalise_decoder": True,
-        "resample_window": spec["resample_window"], "seed": spec.get("seed", 0), **overrides})
+        "batch_size": spec["batch_size"], "epochs": spec["epochs"], "normalise_decoder": spec.get("normalise_decoder", True),
+        "resample_window": spec.get("resample_window"), "seed": spec.get("seed", 0), **overrides})
 
 
 def trained_sae(model, params: dict, **overrides) -> tuple[S.SAE, dict]:

@@ -15,7 +15,8 @@ from lib.stats import fraction
 
 SAE_PARAMS = {
     "sae": Param("the SAE: layer (it reads blocks.<layer>.hook_mlp_out), expansion (d_sae / d_model), l1_coeff, "
-                 "lr, batch_size, epochs, resample_window (steps between dead-latent checks), seed (default 0); "
+                 "lr, batch_size, epochs, resample_window (steps between dead-latent checks; none: no resampling), "
+                 "normalise_decoder (default true: unit-norm decoder rows after every step), seed (default 0); "
                  "untrained = true: the SAE as initialised, never trained", type=dict),
     "train_text": Param("the reviews the SAE trains on: {reviews, seed} of the zoo's generator "
                         "(not read where sae.untrained)", None, type=dict),
