@@ -91,10 +91,15 @@ def pair_tokens(model, pairs: Sequence[dict[str, str]]) -> PairTokens:
 
 
 def completion_logprobs(model, tokens: Int[Tensor, "pair pos"], completion: Bool[Tensor, "pair pos_1"],
-                        fwd_hooks) -> Float[Tensor, " pair"]:
-    """Sum of the log-probabilities of each row's completion tokens."""
-    logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
-    return -(next_token_nll(logits, tokens) * completion.to(logits.device)).sum(-1)
+                        fwd_hooks, max_logits: int = 1 << 25) -> Float[Tensor, " pair"]:
+    """Sum of the log-probabilities of each row's completion tokens, in batches of rows whose logits hold at
+    most `max_logits` numbers (1024 pairs with a 50k-token vocabulary would hold gigabytes)."""
+    rows = max(1, max_logits // (tokens.shape[1] * model.cfg.d_vocab))
+    out = []
+    for idx in torch.arange(len(tokens)).split(rows):
+        logits = model.run_with_hooks(tokens[idx], fwd_hooks=list(fwd_hooks))
+        out.append(-(next_token_nll(logits, tokens[idx]) * completion[idx].to(logits.device)).sum(-1))
+    return torch.cat(out)
 
 
 def pair_logprobs(model, pairs: PairTokens, fwd_hooks) -> tuple[Float[Tensor, " pair"], Float[Tensor, " pair"]]:
