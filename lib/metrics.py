@@ -63,14 +63,17 @@ class Metric:
     """A patching metric: scalar on one run's logits [batch, pos, vocab], [runs] on a stack [runs, batch, pos, vocab].
 
     `final_position_only`: the metric reads nothing but the last position, so a sweep may hand it logits of
-    that position alone ([runs, batch, 1, vocab]) and skip unembedding the others."""
+    that position alone ([runs, batch, 1, vocab]) and skip unembedding the others. `per_prompt`: it gives
+    one value per prompt of the batch ([runs, batch] on a stack), so one sweep serves a batch of prompts."""
 
     batched = True
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], name: str = "metric", final_position_only: bool = False):
+    def __init__(self, fn: Callable[[Tensor], Tensor], name: str = "metric", final_position_only: bool = False,
+                 per_prompt: bool = False):
         self.fn = fn
         self.name = name
         self.final_position_only = final_position_only
+        self.per_prompt = per_prompt
 
     def __call__(self, logits: Tensor) -> Tensor:
         return self.fn(logits)
@@ -82,6 +85,12 @@ class Metric:
 def logit_diff_metric(answer_tokens: Tensor) -> Metric:
     """Mean logit diff over prompts."""
     return Metric(lambda logits: logit_diff(logits, answer_tokens), "logit_diff", final_position_only=True)
+
+
+def per_prompt_logit_diff_metric(answer_tokens: Tensor) -> Metric:
+    """The logit diff of each prompt: [batch] on one run, [runs, batch] on a stack."""
+    return Metric(lambda logits: logit_diff(logits, answer_tokens, per_prompt=True), "per_prompt_logit_diff",
+                  final_position_only=True, per_prompt=True)
 
 
 def normalised_logit_diff_metric(answer_tokens: Tensor, unpatched: float | Tensor, donor: float | Tensor) -> Metric:

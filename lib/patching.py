@@ -584,8 +584,10 @@ def _check_fired(hooks: list, fired: set) -> None:
 def _apply_metric(metric: MetricFn, logits: Tensor) -> Tensor:
     if getattr(metric, "batched", False):
         out = torch.as_tensor(metric(logits))
-        if out.shape != (logits.shape[0],):
-            raise ValueError(f"a batched metric must return one value per run ({logits.shape[0]}), got {tuple(out.shape)}")
+        want = tuple(logits.shape[:2]) if getattr(metric, "per_prompt", False) else (logits.shape[0],)
+        if out.shape != want:
+            raise ValueError(f"a batched metric must return one value per run{' and prompt' if len(want) == 2 else ''} "
+                             f"{want}, got {tuple(out.shape)}")
         return out.float()
     values = []
     for run_logits in logits:
@@ -637,7 +639,8 @@ def run_patches(
 ) -> Tensor:
     """The generic entry point: one patched run per element of `runs` (a list of (hook name, index) pairs).
 
-    Returns the metric of each run [len(runs)], or, without a metric, the logits [len(runs), batch, pos, d_vocab].
+    Returns the metric of each run [len(runs)] ([len(runs), batch] for a `per_prompt` metric), or, without a
+    metric, the logits [len(runs), batch, pos, d_vocab].
     `fast=False` runs every patched run as a full forward pass with hooks (batched), the way the
     reference does; `skip_identical=False` runs patches even where they copy the recipient's own values.
     """

@@ -171,8 +171,12 @@ def test_name_family(model, params):
         task = I.name_task(model, prompt, answer, {"last_name": corrupt})
         assert model.tokenizer.decode([int(task.answers[0, 1])]).strip() == rival != last
     assert I.name_family(model, params, 12, seed=3).prompts == family.prompts  # a function of the seed
-    effects = I.family_head_effects(model, I.name_family(model, params, 3))
+    small = I.name_family(model, params, 3)
+    effects = I.family_head_effects(model, small)
     assert len(effects) == 3 and all(e.shape == (model.cfg.n_layers, model.cfg.n_heads) for e in effects)
+    for prompt, answer, corrupt, batched in zip(small.prompts, small.answers, small.corruptions["last_name"], effects):
+        alone = I.head_patching(model, I.name_task(model, prompt, answer, {"last_name": corrupt}), by_pos=False)
+        assert torch.allclose(batched, alone.effect, atol=1e-4)  # one batched sweep = each prompt's own
     heads = ["1.3", "0.2"]
     some = I.family_head_effects(model, I.name_family(model, params, 3), heads)
     for every, only in zip(effects, some):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lib import patching as P
 from lib.errors import HookNameError, HookNotFired, ShapeMismatch
 from lib.loading import load_model
-from lib.metrics import Metric, logit_diff, logit_diff_metric
+from lib.metrics import Metric, logit_diff, logit_diff_metric, per_prompt_logit_diff_metric
 from lib.prompts import answer_tokens, paired_tokens
 from tests.conftest import ANSWERS, CLEAN, CORRUPT
 
@@ -174,6 +174,23 @@ def test_sweeps_match_transformer_lens(setup, ours, reference):
     # a plain scalar metric, and every patch actually run, give the same numbers
     plain = ours(setup.model, setup.corrupted, setup.clean_cache, setup.scalar_metric, skip_identical=False)
     torch.testing.assert_close(plain, expected, atol=ATOL, rtol=0)
+
+
+def test_per_prompt_metric_gives_each_prompts_own_sweep(setup):
+    """A per-prompt metric over a batch sweep equals the reference sweep of each prompt alone."""
+    n_layers, n_heads, batch = setup.model.cfg.n_layers, setup.model.cfg.n_heads, len(setup.corrupted)
+    runs = P.run_patches(setup.model, setup.corrupted, setup.clean_cache,
+                         [P.head_patches([(layer, head)]) for layer in range(n_layers) for head in range(n_heads)],
+                         per_prompt_logit_diff_metric(setup.answers))
+    assert runs.shape == (n_layers * n_heads, batch)
+    for i in range(batch):
+        cache = {k: v[i : i + 1] for k, v in setup.clean_cache.items()}
+        alone = tlp.get_act_patch_attn_head_out_all_pos(setup.model, setup.corrupted[i : i + 1], cache,
+                                                        lambda logits, i=i: logit_diff(logits, setup.answers[i : i + 1]))
+        torch.testing.assert_close(runs[:, i].reshape(n_layers, n_heads), alone, atol=ATOL, rtol=0)
+    undeclared = Metric(lambda logits: logit_diff(logits, setup.answers, per_prompt=True))  # [runs, batch], not said
+    with pytest.raises(ValueError, match="one value per run"):
+        P.head_out_sweep(setup.model, setup.corrupted, setup.clean_cache, undeclared)
 
 
 def test_one_prompt_and_one_thread_of_reference(setup):

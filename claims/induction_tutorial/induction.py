@@ -31,7 +31,7 @@ from lib.heads import (
     induction_stripe_scores,
     parse_head,
 )
-from lib.metrics import answer_rank, logit_diff, logit_diff_metric
+from lib.metrics import answer_rank, logit_diff, logit_diff_metric, per_prompt_logit_diff_metric
 from lib.names import FIRST_NAMES, LAST_NAMES
 from lib.patching import (
     Recipient,
@@ -446,31 +446,29 @@ def name_family(model, params: Mapping, n: int, seed: int = 0) -> Family:
 
 
 def family_head_effects(model, family: Family, heads: Sequence[str] | None = None) -> list[Float[Tensor, "layer head"]]:
-    """Per prompt of the family, each head's effect in last-name head patching (the corrupted runs in one
-    batch where the prompts share a length): every head, or only `heads` (the others NaN)."""
+    """Per prompt of the family, each head's effect in last-name head patching: every head, or only `heads`
+    (the others NaN). Where the prompts share a length, one patched run per head serves them all."""
     tasks = [name_task(model, p, a, {"last_name": c})
              for p, a, c in zip(family.prompts, family.answers, family.corruptions["last_name"])]
-    with torch.no_grad():
-        if len({t.corrupted["last_name"].shape for t in tasks}) != 1:
-            corrupted = [model.run_with_cache(t.corrupted["last_name"], names_filter=_is_z) for t in tasks]
-        else:
-            logits, cache = model.run_with_cache(torch.cat([t.corrupted["last_name"] for t in tasks]), names_filter=_is_z)
-            corrupted = [(logits[i : i + 1], {name: act[i : i + 1] for name, act in cache.items()})
-                         for i in range(len(tasks))]
+    heads = heads if heads is not None else head_labels(model)
+    parsed = [parse_head(h) for h in heads]
+    groups = [tasks] if len({t.tokens.shape for t in tasks} | {t.corrupted["last_name"].shape for t in tasks}) == 1 \
+        else [[t] for t in tasks]
     out = []
-    for t, (corrupt_logits, cache) in zip(tasks, corrupted):
-        rec = clean_run(model, t)
-        if heads is None:
-            out.append(_head_patching(model, t, rec, corrupt_logits, cache, by_pos=False).effect)
-            continue
-        metric = logit_diff_metric(t.answers)
-        parsed = [parse_head(h) for h in heads]
-        patched = run_patches(model, t.tokens, cache, [head_patches([lh]) for lh in parsed], metric, recipient=rec)
-        effect = torch.full((model.cfg.n_layers, model.cfg.n_heads), float("nan"))
-        clean = float(metric(rec.logits))
-        for (layer, head), value in zip(parsed, patched.tolist()):
-            effect[layer, head] = clean - value
-        out.append(effect)
+    for group in groups:
+        tokens = torch.cat([t.tokens for t in group])
+        answers = torch.cat([t.answers for t in group])
+        with torch.no_grad():
+            _, cache = model.run_with_cache(torch.cat([t.corrupted["last_name"] for t in group]), names_filter=_is_z)
+        rec = recipient_run(model, tokens, _z_hooks(model))
+        metric = per_prompt_logit_diff_metric(answers)
+        clean = metric(rec.logits)  # [prompt]
+        patched = run_patches(model, tokens, cache, [head_patches([lh]) for lh in parsed], metric, recipient=rec)
+        for i in range(len(group)):
+            effect = torch.full((model.cfg.n_layers, model.cfg.n_heads), float("nan"))
+            for (layer, head), value in zip(parsed, patched[:, i]):
+                effect[layer, head] = clean[i] - value
+            out.append(effect)
     return out
 
 
