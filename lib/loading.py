@@ -346,8 +346,22 @@ def load_model(
     if compatibility_mode:
         bridge.enable_compatibility_mode()
     bridge.eval()
+    in_fresh_memory(bridge)
     bridge.checkpoint = ckpt
     return bridge
+
+
+@torch.no_grad()
+def in_fresh_memory(model: torch.nn.Module) -> None:
+    """Move every parameter and buffer into memory of its own, keeping the views that share one (a fused
+    qkv and its q, k, v). Weights mapped from a safetensors file sit at whatever offset the file gives them,
+    and kernels take other paths on other alignments: the same weights would give other last bits, and so
+    other figures, read from a .bin or a safetensors file."""
+    fresh: dict[int, torch.UntypedStorage] = {}
+    for t in (*model.parameters(), *model.buffers()):
+        old = t.untyped_storage()
+        new = fresh.setdefault(old.data_ptr(), old.clone())
+        t.data = torch.empty(0, dtype=t.dtype, device=t.device).set_(new, t.storage_offset(), t.size(), t.stride())
 
 
 @contextlib.contextmanager

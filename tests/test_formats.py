@@ -54,6 +54,20 @@ def test_a_bin_state_dict_loads_by_default_with_the_weights_only_loader(gpt2_dir
     assert torch.equal(logits(model), logits(ref))
 
 
+def test_weights_sit_in_memory_of_their_own_whatever_the_file_format(gpt2_dir, tmp_path):
+    """Kernels take other paths on other alignments; weights mapped from a safetensors file sit at the file's
+    offsets. Loaded, every weight's storage is freshly allocated (64-byte aligned) whatever the format, and
+    the views that shared one (q, k and v of the fused qkv) still do."""
+    for model in (load_model(gpt2_dir), load_model(as_bin(gpt2_dir, tmp_path / "bin"))):
+        params = dict(model.named_parameters(remove_duplicate=False))
+        assert all(p.untyped_storage().data_ptr() % 64 == 0 for p in params.values())
+        fused = [n for n in params if n.endswith("attn.qkv._original_component.weight")]
+        assert fused
+        for name in fused:
+            q = params[name.replace("attn.qkv.", "attn.q.")]
+            assert q.untyped_storage().data_ptr() == params[name].untyped_storage().data_ptr()
+
+
 def test_sharded_bin_weights_load(gpt2_dir, tmp_path):
     path = as_bin(gpt2_dir, tmp_path / "bin")
     state = torch.load(path / "pytorch_model.bin", weights_only=True)
