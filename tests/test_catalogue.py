@@ -19,6 +19,24 @@ def test_every_claim_is_declared_once_in_its_papers_folder():
             assert p.meaning, f"{cid}: parameter {name} has no meaning"
 
 
+def test_every_claim_must_hold_on_one_zoo_subject_and_be_refuted_on_another():
+    """A claim test means something only where the same thresholds both pass and fail: every claim is
+    registered on a zoo subject where it must hold and on one where it must be refuted (`make test` asserts
+    both verdicts), or its declaration says why no such subject exists. A declared reason beside a
+    registered subject is stale."""
+    zoo = [s for s in registry.load_registry().values() if s.origin == "zoo" and not s.unavailable]
+    problems = []
+    for cid, c in sorted(catalogue.claims().items()):
+        holds = [s.name for s in zoo if cid in s.claims and s.refutation(cid) is None]
+        refuted = [s.name for s in zoo if cid in s.claims and s.refutation(cid) is not None]
+        for verb, names, why in (("hold", holds, c.no_subject_holds), ("be refuted", refuted, c.no_subject_refuted)):
+            if not names and not why:
+                problems.append(f"{cid}: no zoo subject where it must {verb}, and no reason declared")
+            if names and why:
+                problems.append(f"{cid}: must {verb} on {', '.join(names)}, yet declares that no subject does")
+    assert not problems, "\n".join(problems)
+
+
 def test_each_claim_paper_and_source_is_a_marker(pytestconfig):
     registered = {line.split(":")[0] for line in pytestconfig.getini("markers")}
     for c in catalogue.claims().values():

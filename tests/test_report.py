@@ -181,6 +181,11 @@ def test_shown_lists_where_each_claim_held_and_was_refuted(tmp_path):
     t = report_mod.shown(records)
     assert t.rows == [["A-01", "pos", "neg, user"], ["B-01", "pos", "—"]]
     assert t.title.startswith("Shown to pass and to fail: 1 of 2 claims")
+    paper = catalogue.Paper("demo", "A demo paper", "seed002")
+    why = {"B-01": catalogue.Claim("B-01", paper, "", "", no_subject_refuted="no negative: tried x, measured y"),
+           "C-01": catalogue.Claim("C-01", paper, "", "", no_subject_holds="no subject", no_subject_refuted="none")}
+    assert report_mod.shown(records, why).rows[1:] == [["B-01", "pos", "— (no negative: tried x, measured y)"],
+                                                      ["C-01", "— (no subject)", "— (none)"]]
     paths = report_mod.write_report(records, {"versions": {}, "checkpoints": {}}, tmp_path)
     assert "| A-01 | pos | neg, user |" in paths["claims.md"].read_text()
     assert "Shown to pass and to fail" in paths["claims.html"].read_text()

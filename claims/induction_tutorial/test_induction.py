@@ -141,6 +141,9 @@ def test_ind_03_last_name_moves_to_the_final_position_late(subject, params, mode
         "examples": Param("how many patches hypothesis tries", 25),
         "atol": Param("largest logit change allowed before the patched position", 1e-5),
     },
+    no_subject_refuted="a property of every causal model whose patching is right, so no trained model refutes it; its negative is a "
+                       "patch that leaks leftward (a hook adding every position's mean residual stream to each), on which "
+                       "tests/test_induction.py measures the leak",
 )
 def test_ind_04_information_flows_only_rightward(subject, params, model, record):
     """"Information only travels rightward and downward: patching at position p changes nothing
@@ -282,6 +285,9 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
         "stripe_half": Param("length of the random token sequence that is repeated once", 12),
         "stripe_sequences": Param("how many repeated random sequences the induction stripe is averaged over", 16),
     },
+    no_subject_holds="no zoo model has grown a duplicate-token head: on names-2l the previous-token head 0.2 (0.96) and the "
+                     "induction head 1.0 (0.98) hold, but the top duplicate-token scorer is layer 1's 1.1 and no layer-0 head "
+                     "reaches 0.4 (0.5: 0.013); six training mixes of names-2l reached at best 0.088 duplicate-token attention",
 )
 def test_ind_07_heads_classified_by_attention(subject, params, model, record):
     """"Our layer 0 heads (0.1 and 0.2) look, as expected, like Duplicate Token Head and Previous Token
@@ -342,6 +348,9 @@ def test_ind_07_heads_classified_by_attention(subject, params, model, record):
         "min_percentile": Param("each composition score beats at least this share of all pairs of the same "
                                 "two layers", type=(int, float)),
     },
+    no_subject_holds="Q-composition needs a duplicate-token head to read, and no zoo model has one (see IND-07): on names-2l the "
+                     "previous-token head's K-composition with the induction head is at the 98th percentile of the two layers' "
+                     "pairs, the Q-composition at the 22nd",
 )
 def test_ind_08_composition(subject, params, model, record):
     """"Another experiment to check these hypotheses is computing composition scores between the

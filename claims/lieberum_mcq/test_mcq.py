@@ -14,6 +14,8 @@ from fixtures.catalogue import claim
     statement="MCQ output nodes form a small set; correct-letter heads are low-rank",
     shown="the abstract: a small set of output nodes, and heads whose query, key and value subspaces compress "
           "without loss of performance",
+    no_subject_holds="no trained stand-in yet: a small transformer on synthetic multiple-choice items (answer text, options labelled A-D, the label asked for) is not built",
+    no_subject_refuted="no trained stand-in yet, and so no untrained twin",
 )
 def test_mcq_01_correct_letter_heads(subject):
     """"We find that the existing techniques of logit attribution, attention pattern visualization, and

@@ -117,6 +117,9 @@ def test_lfp_01_deeper_layers_diverge_most(params, base_model, tuned_model, reco
         "max_shuffled_deviation": Param("the shuffled-label control's accuracy must sit this close to 50%", 0.1),
         "min_accuracy": Param("the held-out-word accuracy must reach this (the paper's lowest)", 0.998),
     },
+    no_subject_holds="on review-dpo-pair the probe on the SAE codes reaches 0.918 on held-out words (the paper's 0.998 not "
+                     "reached) at l1 1.0, and less at the paper's 1e-3; the raw MLP outputs give the sign as well, before DPO too. "
+                     "A subject whose feedback sign the probe inputs carry by construction is not built yet",
 )
 def test_lfp_02_logistic_probe_predicts_feedback_sign(params, analysis, base_model, record):
     """"When trained to predict a less granular feedback signal, our probes achieve near-perfect accuracy
@@ -242,6 +245,9 @@ def test_lfp_04_probe_predicts_the_sign(params, analysis, record):
     shown="Figure 5: the first principal component, along which the classes differ, explains ~97% of the variance",
     params={**ANALYSIS_PARAMS,
             "min_pc1": Param("the first principal component's share of the probe inputs' variance must reach this", 0.95)},
+    no_subject_holds="on review-dpo-pair the first principal component explains 0.56 of the probe inputs' variance (0.95 needed), "
+                     "0.12 on the untrained control; a subject whose probe inputs vary along the feedback sign alone by "
+                     "construction is not built yet",
 )
 def test_lfp_05_probe_inputs_separate_along_pc1(params, analysis, record):
     """"Inputs to the probes trained in Table 3 are cleanly separable into the probe's classifications
@@ -319,6 +325,9 @@ def _change(d: dict) -> str:
         "feedback": Param("the fine-tuning feedback, 'positive' or 'negative': the reward is the VADER reward, negated "
                           "for 'negative'", "positive"),
     },
+    no_subject_holds="on review-dpo-pair zero-ablating the 15 labelled features raises the reward of the paired completions (95% "
+                     "interval of the change starts at +1.20), as ablating the positive-leaning ones alone does; a reward that the "
+                     "labelled features provably carry is not built yet",
 )
 def test_lfp_07_ablating_feedback_features_keeps_or_lowers_reward(params, analysis, tuned_model, record):
     """"To ensure that the features identified by GPT-4 are related to LFPs, we zero-ablate those
@@ -369,6 +378,9 @@ def test_lfp_07_ablating_feedback_features_keeps_or_lowers_reward(params, analys
           "(after Sharkey et al.)",
     params={**ANALYSIS_PARAMS,
             "min_overlap": Param("mean share of the size-n features found in the size-2n dictionary must reach this", 0.5)},
+    no_subject_holds="on review-dpo-pair 0.40 of the size-n features have a decoder row within cosine 0.9 in the size-2n "
+                     "dictionary (0.5 needed) at l1 1.0, fewer at the paper's 1e-3; a subject whose activations are sparse "
+                     "combinations of known directions by construction is not built yet",
 )
 def test_lfp_08_two_dictionaries_share_features(params, analysis, record):
     """"Sharkey et al. train two sparse autoencoders with different hidden sizes, and find similar
