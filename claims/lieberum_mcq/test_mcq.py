@@ -14,7 +14,14 @@ from fixtures.catalogue import claim
     statement="MCQ output nodes form a small set; correct-letter heads are low-rank",
     shown="the abstract: a small set of output nodes, and heads whose query, key and value subspaces compress "
           "without loss of performance",
-    no_subject_holds="no trained stand-in yet: a small transformer on synthetic multiple-choice items (answer text, options labelled A-D, the label asked for) is not built",
+    no_subject_holds="no trained stand-in yet. Tried: 2-layer transformers (d_model 64, 4 heads, attention only) on "
+                     "items naming 4 of 40 words with labels, half A-D in order and half 4 of 16 letters shuffled, "
+                     "the label of the given word asked for. Answer word first, loss on the answer only: at chance on "
+                     "both label sets after 3000 steps (lr 1e-3) and 2000 (lr 3e-3, with MLPs). Answer word last: at "
+                     "chance after 4000 steps. Loss on every token: 0.98 on A-D after 8000 steps but 0.24 on shuffled "
+                     "letters (chance 0.25), and no head attends from the final position to the correct label (at most "
+                     "0.22; head 1.0 gives 0.30 to the correct option's word): it names the letter by the option's "
+                     "place, and no correct-letter head forms",
     no_subject_refuted="no trained stand-in yet, and so no untrained twin",
 )
 def test_mcq_01_correct_letter_heads(subject):
