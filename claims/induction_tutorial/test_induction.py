@@ -287,7 +287,11 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
     },
     no_subject_holds="no zoo model has grown a duplicate-token head: on names-2l the previous-token head 0.2 (0.96) and the "
                      "induction head 1.0 (0.98) hold, but the top duplicate-token scorer is layer 1's 1.1 and no layer-0 head "
-                     "reaches 0.4 (0.5: 0.013); six training mixes of names-2l reached at best 0.088 duplicate-token attention",
+                     "reaches 0.4 (0.5: 0.013); six training mixes of names-2l reached at best 0.088 duplicate-token attention. "
+                     "Mixed with random words where a marker follows every repeated word (share of rows, word pool, "
+                     "steps: best layer-0 duplicate-token score on the prompt): 0.25, 8, 1500: 0.01; 0.5, 6, 1500: 0.08; "
+                     "0.25, 24, 3000: 0.04 (previous-token 0.94, induction 1.0); 0.5, 24, 3000: 0.53, first in its "
+                     "class, but then no induction head (0.21) and no previous-token head (0.26) forms",
 )
 def test_ind_07_heads_classified_by_attention(subject, params, model, record):
     """"Our layer 0 heads (0.1 and 0.2) look, as expected, like Duplicate Token Head and Previous Token

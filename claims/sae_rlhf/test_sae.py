@@ -26,9 +26,11 @@ SAE_PARAMS = {
 
 @claim(
     "SAE-01",
-    rule="Holds when, on held-out text, the baseline loss is ≤ the loss with the SAE spliced in at its own "
-         "layer (`baseline_loss`), that loss is below the loss with the MLP output zero-ablated (`sae_loss`), "
-         "and the SAE recovers ≥ `min_loss_recovered` of the loss zero-ablation costs (`loss_recovered`).",
+    rule="Holds when, on held-out text, the loss with the SAE spliced in at its own layer lies below the baseline "
+         "loss by at most `max_below_baseline` of the loss zero-ablation costs (`baseline_loss`: a reconstruction "
+         "does not beat the model it reconstructs beyond the loss's last digits), that loss is below the loss with "
+         "the MLP output zero-ablated (`sae_loss`), and the SAE recovers ≥ `min_loss_recovered` of the loss "
+         "zero-ablation costs (`loss_recovered`).",
     statement="An SAE spliced in at its own layer keeps loss near baseline and beats zero-ablation",
     shown="Results, Exploring a Sparse Autoencoder: Pythia 6.9B, layer 1, held-out loss baseline 3.193, "
           "SAE spliced in 3.201, zero-ablated 3.227 (loss recovered 0.76)",
@@ -36,13 +38,16 @@ SAE_PARAMS = {
         **SAE_PARAMS,
         "min_loss_recovered": Param("the SAE recovers at least this share of the loss zero-ablation costs",
                                     type=(int, float)),
+        "max_below_baseline": Param("the spliced loss lies below the baseline by at most this share of the loss "
+                                    "zero-ablation costs", 0.01),
     },
 )
 def test_sae_01_spliced_sae_keeps_loss_near_baseline(subject, params, model, record):
     """"When inserted into Pythia 6.9B at layer one, our sparse autoencoder achieves a loss of 3.201
     (zero-ablation degrades loss to 3.227) on the held-out dataset ... Pythia 6.9B's baseline loss is 3.193."
     (seed 004, Results, Exploring a Sparse Autoencoder.) On held-out text: baseline <= loss with the SAE
-    spliced in at its own layer < loss with that MLP output zero-ablated, and the SAE recovers at least
+    spliced in at its own layer (up to `max_below_baseline` of what zero-ablation costs, float noise on a
+    near-perfect SAE) < loss with that MLP output zero-ablated, and the SAE recovers at least
     `min_loss_recovered` of the loss that zero-ablation costs, (zero - sae) / (zero - baseline): the source's
     own figures give (3.227 - 3.201) / (3.227 - 3.193) = 0.76. The loss with the MLP output replaced by
     its mean over the held-out text is shown beside it: a zero-ablation can cost little where the output
@@ -61,7 +66,10 @@ def test_sae_01_spliced_sae_keeps_loss_near_baseline(subject, params, model, rec
                    clean_loss=clean, spliced_loss=spliced, zero_ablation_loss=zero, mean_ablation_loss=mean,
                    extra_loss=spliced - clean, loss_recovered=recovered,
                    loss_recovered_vs_mean_ablation=(mean - spliced) / (mean - clean) if mean != clean else float("nan"))
-    record.expect("baseline_loss", clean, "<=", spliced)
+    # a near-perfect SAE ties the baseline: which side it lands on is float noise (-1.3e-5 nats on one CPU's
+    # kernels, +1e-6 on another's), so the order is checked on the scale of what zero-ablation costs
+    record.expect("baseline_loss", (clean - spliced) / (zero - clean) if zero != clean else float("nan"), "<=",
+                  params["max_below_baseline"])
     record.expect("sae_loss", spliced, "<", zero)
     record.expect("loss_recovered", recovered, ">=", params["min_loss_recovered"])
 
