@@ -79,6 +79,30 @@ def test_review_lm_negative_changed_only_the_last_two_blocks():
     assert any(not torch.equal(base[k], tuned[k]) for k in base if block_of(k) == n_layers - 1)
 
 
+def test_review_lm_negative_heads_changed_only_heads_4_1_and_4_3():
+    """The twin tuned with two heads trainable moved towards ' bad', and its weights differ from review-lm's
+    only in those heads' slices of block 4's fused projections."""
+    base, tuned = weights("review-lm"), weights("review-lm-negative-heads")
+    d_model = base["transformer.wte.weight"].shape[1]
+    d_head = d_model // json.loads((zoo.path("review-lm") / "config.json").read_text())["n_head"]
+    heads = torch.zeros(d_model, dtype=torch.bool)
+    for h in (1, 3):
+        heads[h * d_head:(h + 1) * d_head] = True
+    qkv = heads.repeat(3)
+    for key, w in base.items():
+        moved = w != tuned[key]
+        if key == "transformer.h.4.attn.c_attn.weight":
+            assert not moved[:, ~qkv].any() and moved[:, qkv].any()
+        elif key == "transformer.h.4.attn.c_attn.bias":
+            assert not moved[~qkv].any()
+        elif key == "transformer.h.4.attn.c_proj.weight":
+            assert not moved[~heads].any() and moved[heads].any()
+        else:
+            assert not moved.any(), f"{key} changed but lies outside heads 4.1 and 4.3"
+    tuned_model, base_model = load_model("zoo:review-lm-negative-heads"), load_model("zoo:review-lm")
+    assert logit_diff(tuned_model) - logit_diff(base_model) > 0.5
+
+
 def test_review_lm_negative_logs_reward_and_kl_and_writes_reviews():
     directory = zoo.path("review-lm-negative")
     log = json.loads((directory / "train_log.json").read_text())

@@ -21,7 +21,14 @@ from fixtures.catalogue import claim
                      "chance after 4000 steps. Loss on every token: 0.98 on A-D after 8000 steps but 0.24 on shuffled "
                      "letters (chance 0.25), and no head attends from the final position to the correct label (at most "
                      "0.22; head 1.0 gives 0.30 to the correct option's word): it names the letter by the option's "
-                     "place, and no correct-letter head forms",
+                     "place, and no correct-letter head forms. With MLPs, each label after its word, the answer word "
+                     "last and half the batches repeated segments of words and labels (induction pays): with labels "
+                     "always A-D in order, 1.00 on A-D and 0.29 on other symbols after 2500 steps (the letter by "
+                     "place); with 30% of items labelled by 4 shuffled symbols of 24, 1.00 and 0.996 after 6000 "
+                     "steps, but every layer-1 head attends from the final position to the token after the correct "
+                     "label (0.21-0.27 each, 0.01-0.06 to the label itself), with 2 heads per layer 0.96 on shuffled "
+                     "symbols and at most 0.01 from layer 1 to the label, and with 4 filler commas spread at random between options 0.80 and 0.63 after "
+                     "10000 steps, still at most 0.07 on the label",
     no_subject_refuted="no trained stand-in yet, and so no untrained twin",
 )
 def test_mcq_01_correct_letter_heads(subject):

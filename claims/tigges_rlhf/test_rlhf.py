@@ -180,9 +180,6 @@ def test_rlhf_03_one_mlp_dominates_the_logit_diff(params, pair, base_model, tune
         "min_margin": Param("the last of the named heads' |change| exceeds the next head's by at least this share of "
                             "its own", 0.1),
     },
-    no_subject_holds="on review-pair the named heads are layer 4's two largest changes on the canonical prompt, by 0.40, but not "
-                     "across the review family (95% interval of the margin starts at -0.0025); on fx-review-bpe-pair a third head "
-                     "of layer 2 edges one of the canonical prompt's pair out; no zoo tuning concentrates in two heads",
 )
 def test_rlhf_04_heads_that_changed(params, pair, base_model, tuned_model, record):
     """"As expected, for the first 10 decoder blocks the logit difference is identical between models.
@@ -290,9 +287,6 @@ def test_rlhf_06_attention_and_mlp_effects_sit_at_one_position(params, pair, rec
             "min_margin": Param("the named head's effect exceeds the runner-up's by at least this share of its own",
                                 0.1),
             "min_share": Param("the named head's effect is at least this share of the tuned - base gap", 0.05)},
-    no_subject_holds="on fx-review-bpe-pair the top single head leads (by 0.29, and across the family) but carries 0.013 of the "
-                     "tuning's logit-diff change (0.05 needed): the change sits in the last MLP; on review-pair the two top heads "
-                     "tie on the discovery templates, so it is not registered there",
 )
 def test_rlhf_07_top_single_head(params, pair, base_model, tuned_model, record):
     """"Each head shown was tested independently, and the biggest changes in logit difference occurred in
