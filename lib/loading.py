@@ -41,6 +41,8 @@ PICKLE_WEIGHTS_ONLY = "pickle, read with torch's weights-only loader (tensors on
 PICKLE_FULL = "pickle, fully unpickled (allowed by --allow-pickle: unpickling can run code)"
 TRANSFORMER_LENS = "TransformerLens state dict (.pth, weights-only loader), read as the equivalent GPT-2"
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt"]
+# fetched only where a repository has no safetensors weights, as many checkpoints of the seeds' era
+PICKLED_WEIGHT_PATTERNS = ["pytorch_model*.bin", "*.pth"]
 
 
 @dataclass
@@ -159,7 +161,11 @@ def _hub_snapshot(repo_id: str) -> Path:
             f"reach; copy it into that cache (or set HF_HOME), or pass a local copy with --checkpoint DIR"
         )
     try:
-        return Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=HUB_PATTERNS))
+        snapshot = Path(snapshot_download(repo_id, cache_dir=cache, allow_patterns=HUB_PATTERNS))
+        if not any(snapshot.glob("*.safetensors")):
+            snapshot = Path(snapshot_download(repo_id, cache_dir=cache,
+                                              allow_patterns=HUB_PATTERNS + PICKLED_WEIGHT_PATTERNS))
+        return snapshot
     except Exception as e:  # network errors come in many types; the message is what matters
         raise CheckpointUnavailable(f"{repo_id} could not be downloaded from the Hub: {e}") from None
 

@@ -54,6 +54,43 @@ def test_uncached_hub_id_is_unavailable_with_one_line_reason(offline_hub):
     assert "lvwerra/gpt2-imdb" in msg and "HF_HOME" in msg and "--checkpoint" in msg
 
 
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_hub_download_takes_pickled_weights_only_where_there_are_no_safetensors(weights, tmp_path, monkeypatch):
+    """A repository with safetensors is fetched without its pickled copies; one with only
+    pytorch_model.bin (as many of the seeds' era) is fetched with it."""
+    import fnmatch
+    import shutil
+
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from lib import loading
+
+    repo = {"config.json": "{}", weights: "w", "pytorch_model.bin": "w", "flax_model.msgpack": "w", "vocab.json": "{}"}
+    calls = []
+
+    def snapshot_download(repo_id, cache_dir=None, allow_patterns=None, local_files_only=False, **_):
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        calls.append(allow_patterns)
+        out = tmp_path / f"snapshot-{len(calls)}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        for name, text in repo.items():
+            if any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                (out / name).write_text(text)
+        return str(out)
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: True)
+    got = sorted(p.name for p in loading._hub_snapshot("someone/model").iterdir())
+    if weights == "model.safetensors":
+        assert got == ["config.json", "model.safetensors", "vocab.json"] and len(calls) == 1
+    else:
+        assert got == ["config.json", "pytorch_model.bin", "vocab.json"] and len(calls) == 2
+
+
 def test_zoo_reference(tmp_path):
     model = load_model("zoo:tiny-neox")
     assert model.checkpoint.source == "zoo"
