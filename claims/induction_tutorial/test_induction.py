@@ -291,7 +291,9 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
                      "Mixed with random words where a marker follows every repeated word (share of rows, word pool, "
                      "steps: best layer-0 duplicate-token score on the prompt): 0.25, 8, 1500: 0.01; 0.5, 6, 1500: 0.08; "
                      "0.25, 24, 3000: 0.04 (previous-token 0.94, induction 1.0); 0.5, 24, 3000: 0.53, first in its "
-                     "class, but then no induction head (0.21) and no previous-token head (0.26) forms",
+                     "class, but then no induction head (0.21) and no previous-token head (0.26) forms. Three layers, "
+                     "0.3, 24, 3000: held-out recall 1.0, previous-token heads 0.3 (0.87) and 0.1 (0.82), an induction "
+                     "stripe of 0.89 (1.5), but the best duplicate-token score is 0.063, a layer-2 head",
 )
 def test_ind_07_heads_classified_by_attention(subject, params, model, record):
     """"Our layer 0 heads (0.1 and 0.2) look, as expected, like Duplicate Token Head and Previous Token
