@@ -103,6 +103,16 @@ def test_review_lm_negative_heads_changed_only_heads_4_1_and_4_3():
     assert logit_diff(tuned_model) - logit_diff(base_model) > 0.5
 
 
+def test_review_lm_context_neuron_moved_only_block_3_and_its_neuron_reads_context():
+    """The twin whose neuron 3.0 was trained on the positive-context feature differs from review-lm only in
+    block 3, and the neuron separates the feature on held-out reviews (its build metric)."""
+    base, tuned = weights("review-lm"), weights("review-lm-context-neuron")
+    moved = {key for key, w in base.items() if not torch.equal(w, tuned[key])}
+    assert moved and all(key.startswith("transformer.h.3.") for key in moved), sorted(moved)
+    manifest = json.loads((zoo.path("review-lm-context-neuron") / "MANIFEST.json").read_text())
+    assert manifest["metrics"]["neuron_accuracy"] > 0.9
+
+
 def test_review_lm_negative_logs_reward_and_kl_and_writes_reviews():
     directory = zoo.path("review-lm-negative")
     log = json.loads((directory / "train_log.json").read_text())

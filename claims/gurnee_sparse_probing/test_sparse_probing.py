@@ -40,9 +40,6 @@ def _feature(spec: dict) -> dict:
         "min_dense_accuracy": Param("the feature is decodable: mean dense held-out accuracy at least this",
                                     type=float),
     },
-    no_subject_holds="on review-lm the neuron chosen at k=1 keeps 0.77 of the dense probe's gain over chance for positive context "
-                     "(0.9 needed; the dense probe reaches 0.83 on unseen token types); a model trained so that one neuron carries "
-                     "a feature is not built yet",
 )
 def test_sparse_01_a_single_neuron_carries_a_feature(subject, params, model, record):
     """"With k=1, we localize individual neurons which are highly relevant for a particular feature."
