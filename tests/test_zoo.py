@@ -103,14 +103,15 @@ def test_review_lm_negative_heads_changed_only_heads_4_1_and_4_3():
     assert logit_diff(tuned_model) - logit_diff(base_model) > 0.5
 
 
-def test_review_lm_context_neuron_moved_only_block_3_and_its_neuron_reads_context():
-    """The twin whose neuron 3.0 was trained on the positive-context feature differs from review-lm only in
-    block 3, and the neuron separates the feature on held-out reviews (its build metric)."""
-    base, tuned = weights("review-lm"), weights("review-lm-context-neuron")
+@pytest.mark.parametrize("name", ["review-lm-context-neuron", "review-lm-bigram-neurons"])
+def test_feature_neuron_twins_moved_only_block_3_and_their_neurons_carry_their_features(name):
+    """The twins whose block-3 neurons were trained on a feature differ from review-lm only in block 3, and
+    each trained neuron separates its feature on held-out reviews (its build metric, balanced accuracy)."""
+    base, tuned = weights("review-lm"), weights(name)
     moved = {key for key, w in base.items() if not torch.equal(w, tuned[key])}
     assert moved and all(key.startswith("transformer.h.3.") for key in moved), sorted(moved)
-    manifest = json.loads((zoo.path("review-lm-context-neuron") / "MANIFEST.json").read_text())
-    assert manifest["metrics"]["neuron_accuracy"] > 0.9
+    manifest = json.loads((zoo.path(name) / "MANIFEST.json").read_text())
+    assert manifest["metrics"]["lowest_neuron_accuracy"] > 0.9
 
 
 def test_review_lm_negative_logs_reward_and_kl_and_writes_reviews():

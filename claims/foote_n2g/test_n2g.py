@@ -32,9 +32,6 @@ from lib.stats import fraction
                            type=float),
         "min_f1": Param("a graph explains its neuron only where its held-out firing F1 is at least this", 0.5),
     },
-    no_subject_holds="on review-lm the neuron graph beats the per-token-mean baseline on 0.125 of layers 4-5's neurons (0.5 "
-                     "needed): these neurons fire mostly on tokens alone, which the baseline captures; a model with neurons that "
-                     "need context to fire, trained in, is not built yet",
 )
 def test_n2g_01_graphs_predict_neurons_better_than_token_identity(subject, params, model, record):
     """"These graphs ... can generate token activations on text for automatic validation by comparison
