@@ -119,7 +119,11 @@ def test_lfp_01_deeper_layers_diverge_most(params, base_model, tuned_model, reco
     },
     no_subject_holds="on review-dpo-pair the probe on the SAE codes reaches 0.918 on held-out words (the paper's 0.998 not "
                      "reached) at l1 1.0, and less at the paper's 1e-3; the raw MLP outputs give the sign as well, before DPO too. "
-                     "A subject whose feedback sign the probe inputs carry by construction is not built yet",
+                     "Tried by construction: review-lm with block 3 alone tuned so that neurons 3.0 and 3.1 fire (activation 8) "
+                     "on the corpus's positive and negative adjectives and stay silent elsewhere (balanced held-out accuracy "
+                     "0.998 each), layer 3 studied: the probe on the SAE codes reaches 0.974 on held-out words at l1 1.0 "
+                     "(0.976 at 0.1), the raw MLP outputs 0.97: the rest of the MLP's output varies too much beside the two "
+                     "neurons' rows",
 )
 def test_lfp_02_logistic_probe_predicts_feedback_sign(params, analysis, base_model, record):
     """"When trained to predict a less granular feedback signal, our probes achieve near-perfect accuracy
@@ -246,8 +250,9 @@ def test_lfp_04_probe_predicts_the_sign(params, analysis, record):
     params={**ANALYSIS_PARAMS,
             "min_pc1": Param("the first principal component's share of the probe inputs' variance must reach this", 0.95)},
     no_subject_holds="on review-dpo-pair the first principal component explains 0.56 of the probe inputs' variance (0.95 needed), "
-                     "0.12 on the untrained control; a subject whose probe inputs vary along the feedback sign alone by "
-                     "construction is not built yet",
+                     "0.12 on the untrained control. On the twin whose neurons 3.0 and 3.1 fire on positive and negative "
+                     "adjectives by construction (see LFP-02), layer 3 studied, the first component explains 0.68 to 0.70 "
+                     "(l1 0.1 to 1.0), the second 0.14 to 0.15, and it separates the sign (AUC 0.98)",
 )
 def test_lfp_05_probe_inputs_separate_along_pc1(params, analysis, record):
     """"Inputs to the probes trained in Table 3 are cleanly separable into the probe's classifications
@@ -379,8 +384,11 @@ def test_lfp_07_ablating_feedback_features_keeps_or_lowers_reward(params, analys
     params={**ANALYSIS_PARAMS,
             "min_overlap": Param("mean share of the size-n features found in the size-2n dictionary must reach this", 0.5)},
     no_subject_holds="on review-dpo-pair 0.40 of the size-n features have a decoder row within cosine 0.9 in the size-2n "
-                     "dictionary (0.5 needed) at l1 1.0, fewer at the paper's 1e-3; a subject whose activations are sparse "
-                     "combinations of known directions by construction is not built yet",
+                     "dictionary (0.5 needed) at l1 1.0, fewer at the paper's 1e-3. Tried by construction: review-lm with block 3 "
+                     "alone tuned with an L1 penalty on its MLP neurons' activations (0.001 and 0.003 per unit: 1.5 and 0.6 "
+                     "neurons above 0.1 per token, 78 and 54 ever), layer 3 studied: at the l1 whose FVU falls in the paper's "
+                     "range (0.03) 0.17 and 0.20 of the size-n features are matched, the codes staying dense (L0 10 to 16); at "
+                     "0.01 per unit the MLP all but switches off (12 neurons ever active)",
 )
 def test_lfp_08_two_dictionaries_share_features(params, analysis, record):
     """"Sharkey et al. train two sparse autoencoders with different hidden sizes, and find similar
