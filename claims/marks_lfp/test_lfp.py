@@ -331,8 +331,11 @@ def _change(d: dict) -> str:
                           "for 'negative'", "positive"),
     },
     no_subject_holds="on review-dpo-pair zero-ablating the 15 labelled features raises the reward of the paired completions (95% "
-                     "interval of the change starts at +1.20), as ablating the positive-leaning ones alone does; a reward that the "
-                     "labelled features provably carry is not built yet",
+                     "interval of the change starts at +1.20), as ablating the positive-leaning ones alone does. Tried: review-lm "
+                     "tuned by review-lm-dpo's DPO recipe with block 4 alone trainable, so that the feedback can only live in "
+                     "it (mean VADER reward of samples 1.20, review-lm's 0.25), layer 4 studied: at l1 1.0, 2.0 (the one the "
+                     "FVU rule picks) and 3.0 no matched feature's top tokens average a valence of 1, so none is labelled "
+                     "and nothing can be ablated",
 )
 def test_lfp_07_ablating_feedback_features_keeps_or_lowers_reward(params, analysis, tuned_model, record):
     """"To ensure that the features identified by GPT-4 are related to LFPs, we zero-ablate those
@@ -388,7 +391,9 @@ def test_lfp_07_ablating_feedback_features_keeps_or_lowers_reward(params, analys
                      "alone tuned with an L1 penalty on its MLP neurons' activations (0.001 and 0.003 per unit: 1.5 and 0.6 "
                      "neurons above 0.1 per token, 78 and 54 ever), layer 3 studied: at the l1 whose FVU falls in the paper's "
                      "range (0.03) 0.17 and 0.20 of the size-n features are matched, the codes staying dense (L0 10 to 16); at "
-                     "0.01 per unit the MLP all but switches off (12 neurons ever active)",
+                     "0.01 per unit the MLP all but switches off (12 neurons ever active). On the block-4 DPO twin of LFP-07, "
+                     "layer 4, 0.58 are matched at the l1 the FVU rule picks (2.0): a majority, but not by construction, and "
+                     "four features above the threshold of an autoencoder trained on each machine's kernels",
 )
 def test_lfp_08_two_dictionaries_share_features(params, analysis, record):
     """"Sharkey et al. train two sparse autoencoders with different hidden sizes, and find similar
