@@ -114,6 +114,28 @@ def test_feature_neuron_twins_moved_only_block_3_and_their_neurons_carry_their_f
     assert manifest["metrics"]["lowest_neuron_accuracy"] > 0.9
 
 
+def test_names_2l_duplicate_head_moved_only_head_0_5():
+    """The twin whose head 0.5 was trained on its attention to earlier copies differs from names-2l only in
+    that head's slices of block 0's fused projections, and still recalls the held-out names."""
+    base, tuned = weights("names-2l"), weights("names-2l-duplicate-head")
+    d_model = base["transformer.wte.weight"].shape[1]
+    d_head = d_model // json.loads((zoo.path("names-2l") / "config.json").read_text())["n_head"]
+    head = torch.zeros(d_model, dtype=torch.bool)
+    head[5 * d_head:6 * d_head] = True
+    for key, w in base.items():
+        moved = w != tuned[key]
+        if key == "transformer.h.0.attn.c_attn.weight":
+            assert not moved[:, ~head.repeat(3)].any() and moved[:, head.repeat(3)].any()
+        elif key == "transformer.h.0.attn.c_attn.bias":
+            assert not moved[~head.repeat(3)].any()
+        elif key == "transformer.h.0.attn.c_proj.weight":
+            assert not moved[~head].any()
+        else:
+            assert not moved.any(), f"{key} changed but lies outside head 0.5"
+    metrics = json.loads((zoo.path("names-2l-duplicate-head") / "MANIFEST.json").read_text())["metrics"]
+    assert metrics["duplicate_attention"] > 0.9 and metrics["heldout_top1"] > 0.9
+
+
 def test_review_lm_negative_logs_reward_and_kl_and_writes_reviews():
     directory = zoo.path("review-lm-negative")
     log = json.loads((directory / "train_log.json").read_text())

@@ -285,15 +285,6 @@ def test_ind_06_induction_head_matters_most(subject, params, model, record):
         "stripe_half": Param("length of the random token sequence that is repeated once", 12),
         "stripe_sequences": Param("how many repeated random sequences the induction stripe is averaged over", 16),
     },
-    no_subject_holds="no zoo model has grown a duplicate-token head: on names-2l the previous-token head 0.2 (0.96) and the "
-                     "induction head 1.0 (0.98) hold, but the top duplicate-token scorer is layer 1's 1.1 and no layer-0 head "
-                     "reaches 0.4 (0.5: 0.013); six training mixes of names-2l reached at best 0.088 duplicate-token attention. "
-                     "Mixed with random words where a marker follows every repeated word (share of rows, word pool, "
-                     "steps: best layer-0 duplicate-token score on the prompt): 0.25, 8, 1500: 0.01; 0.5, 6, 1500: 0.08; "
-                     "0.25, 24, 3000: 0.04 (previous-token 0.94, induction 1.0); 0.5, 24, 3000: 0.53, first in its "
-                     "class, but then no induction head (0.21) and no previous-token head (0.26) forms. Three layers, "
-                     "0.3, 24, 3000: held-out recall 1.0, previous-token heads 0.3 (0.87) and 0.1 (0.82), an induction "
-                     "stripe of 0.89 (1.5), but the best duplicate-token score is 0.063, a layer-2 head",
 )
 def test_ind_07_heads_classified_by_attention(subject, params, model, record):
     """"Our layer 0 heads (0.1 and 0.2) look, as expected, like Duplicate Token Head and Previous Token
@@ -354,9 +345,12 @@ def test_ind_07_heads_classified_by_attention(subject, params, model, record):
         "min_percentile": Param("each composition score beats at least this share of all pairs of the same "
                                 "two layers", type=(int, float)),
     },
-    no_subject_holds="Q-composition needs a duplicate-token head to read, and no zoo model has one (see IND-07): on names-2l the "
-                     "previous-token head's K-composition with the induction head is at the 98th percentile of the two layers' "
-                     "pairs, the Q-composition at the 22nd",
+    no_subject_holds="Q-composition needs a duplicate-token head for the induction head's query to read, and none grows by "
+                     "training alone: on names-2l the previous-token head's K-composition with the induction head is at the 98th "
+                     "percentile of the two layers' pairs, the Q-composition at the 22nd. names-2l-duplicate-head has one by "
+                     "construction (0.5, trained alone on its attention to earlier copies), but the induction head's query was "
+                     "frozen and does not read it (the 22nd percentile again). The training mixes that tried to grow one are "
+                     "listed beside names-2l-duplicate-head in the registry",
 )
 def test_ind_08_composition(subject, params, model, record):
     """"Another experiment to check these hypotheses is computing composition scores between the
