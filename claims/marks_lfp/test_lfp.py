@@ -122,8 +122,8 @@ def test_lfp_01_deeper_layers_diverge_most(params, base_model, tuned_model, reco
                      "Tried by construction: review-lm with block 3 alone tuned so that neurons 3.0 and 3.1 fire (activation 8) "
                      "on the corpus's positive and negative adjectives and stay silent elsewhere (balanced held-out accuracy "
                      "0.998 each), layer 3 studied: the probe on the SAE codes reaches 0.974 on held-out words at l1 1.0 "
-                     "(0.976 at 0.1), the raw MLP outputs 0.97: the rest of the MLP's output varies too much beside the two "
-                     "neurons' rows",
+                     "(0.976 at 0.1), the raw MLP outputs 0.97; with an L1 penalty on every neuron of the block besides (0.01 "
+                     "per unit), 0.969 to 0.971, the raw outputs 0.967",
 )
 def test_lfp_02_logistic_probe_predicts_feedback_sign(params, analysis, base_model, record):
     """"When trained to predict a less granular feedback signal, our probes achieve near-perfect accuracy
@@ -252,7 +252,8 @@ def test_lfp_04_probe_predicts_the_sign(params, analysis, record):
     no_subject_holds="on review-dpo-pair the first principal component explains 0.56 of the probe inputs' variance (0.95 needed), "
                      "0.12 on the untrained control. On the twin whose neurons 3.0 and 3.1 fire on positive and negative "
                      "adjectives by construction (see LFP-02), layer 3 studied, the first component explains 0.68 to 0.70 "
-                     "(l1 0.1 to 1.0), the second 0.14 to 0.15, and it separates the sign (AUC 0.98)",
+                     "(l1 0.1 to 1.0), the second 0.14 to 0.15, and it separates the sign (AUC 0.98); with the L1 penalty on "
+                     "the block's other neurons too, 0.72 to 0.75",
 )
 def test_lfp_05_probe_inputs_separate_along_pc1(params, analysis, record):
     """"Inputs to the probes trained in Table 3 are cleanly separable into the probe's classifications
