@@ -349,7 +349,8 @@ def test_ind_07_heads_classified_by_attention(subject, params, model, record):
                      "training alone: on names-2l the previous-token head's K-composition with the induction head is at the 98th "
                      "percentile of the two layers' pairs, the Q-composition at the 22nd. names-2l-duplicate-head has one by "
                      "construction (0.5, trained alone on its attention to earlier copies), but the induction head's query was "
-                     "frozen and does not read it (the 22nd percentile again). The training mixes that tried to grow one are "
+                     "frozen and does not read it (the 22nd percentile again); trained the same way with head 1.0 trainable too, "
+                     "the Q-composition reaches the 45th percentile and 1.0 is no longer the top induction head. The training mixes that tried to grow one are "
                      "listed beside names-2l-duplicate-head in the registry",
 )
 def test_ind_08_composition(subject, params, model, record):
